@@ -1,0 +1,186 @@
+"""Where GPU and CPU differ: Unsloth's 4-bit kernels on a CUDA GPU, plain transformers + PEFT elsewhere.
+
+Unsloth is imported here and nowhere else, before transformers, trl and peft, because it patches them globally.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+os.environ.setdefault("UNSLOTH_RETURN_LOGITS", "1")  # log-likelihood scoring needs the logits
+USE_UNSLOTH = torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
+if USE_UNSLOTH:
+    import unsloth  # noqa: F401  (must precede transformers/trl/peft)
+    from unsloth import FastLanguageModel
+
+import datasets  # noqa: E402
+import peft  # noqa: E402
+import transformers  # noqa: E402
+import trl  # noqa: E402
+
+from fasttune import embedded  # noqa: E402
+from fasttune.errors import FasttuneError  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()  # fasttune shows its own rich progress
+datasets.disable_progress_bars()
+
+CARD_NAME = "fasttune.json"
+
+
+@dataclass
+class Model:
+    """A causal LM ready for fasttune: weights, tokenizer, and where they came from.
+
+    `train` attaches LoRA weights to `model` in place; `adapter_dir` then names the saved adapter.
+    """
+
+    model: Any
+    tokenizer: Any
+    base_path: Path
+    backend: Literal["unsloth", "transformers"]
+    max_seq_length: int
+    adapter_dir: Path | None = None
+    card: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.base_path.name + (f"+{self.adapter_dir.name}" if self.adapter_dir else "")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def end_of_turn(self) -> str:
+        """The token that closes an assistant turn in the chat template (e.g. <|im_end|>)."""
+        return end_of_turn_token(self.tokenizer)
+
+
+def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = True, max_seq_length: int = 2048,
+         dtype: torch.dtype | None = None) -> Model:
+    """Load a causal LM (default: the embedded SmolLM2-135M-Instruct), or a fasttune adapter folder with its base.
+
+    On a CUDA GPU with `fasttune[gpu]` installed the model is loaded by Unsloth, in 4-bit when `load_in_4bit`;
+    elsewhere by transformers in `dtype` (default bfloat16), and `load_in_4bit` is ignored.
+    """
+    path = embedded.hf_folder() if name_or_path is None else Path(name_or_path).expanduser()
+    if not path.is_dir():
+        raise FasttuneError(f"Model folder not found (name_or_path={name_or_path}). fasttune loads models from "
+                            "local folders (no hub downloads): pass a folder with config.json and safetensors "
+                            "weights, a fasttune adapter folder, or nothing for the embedded default.")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # local model: keep transformers and trl telemetry off the network
+    if (path / "adapter_config.json").exists():
+        return _load_adapter(path, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, dtype=dtype)
+    if USE_UNSLOTH:
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=str(path), max_seq_length=max_seq_length, load_in_4bit=load_in_4bit, dtype=dtype,
+            local_files_only=True)
+    else:
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype or torch.bfloat16, local_files_only=True, trust_remote_code=False)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    _ensure_padding(tokenizer)
+    return Model(model, tokenizer, path, "unsloth" if USE_UNSLOTH else "transformers", max_seq_length)
+
+
+def _load_adapter(adapter_dir: Path, **kwargs) -> Model:
+    card_path = adapter_dir / CARD_NAME
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    base = card.get("base_model") or json.loads((adapter_dir / "adapter_config.json").read_text()).get(
+        "base_model_name_or_path")
+    if not base or not Path(base).is_dir():
+        raise FasttuneError(f"The base model of adapter {adapter_dir} is not a local folder (base_model={base}). "
+                            f"Edit 'base_model' in {card_path} to point at it.")
+    model = load(base, **kwargs)
+    model.model = peft.PeftModel.from_pretrained(model.model, adapter_dir, is_trainable=False)
+    model.adapter_dir, model.card = adapter_dir, card
+    return model
+
+
+def _ensure_padding(tokenizer) -> None:
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = end_of_turn_token(tokenizer)
+
+
+def end_of_turn_token(tokenizer) -> str:
+    """The special token that the chat template writes right after an assistant message."""
+    marker = "\u2063fasttune\u2063"
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False)
+    tail = rendered.split(marker, 1)[1]
+    for token in sorted(tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()), key=len, reverse=True):
+        if tail.startswith(token):
+            return token
+    return tokenizer.eos_token
+
+
+def add_lora(model: Model, *, r: int, alpha: int, dropout: float, target_modules: list[str], seed: int,
+             gradient_checkpointing: bool) -> None:
+    """Attach trainable LoRA weights to `model.model`, in place."""
+    if USE_UNSLOTH:
+        model.model = FastLanguageModel.get_peft_model(
+            model.model, r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none",
+            use_gradient_checkpointing="unsloth" if gradient_checkpointing else False, random_state=seed)
+        return
+    torch.manual_seed(seed)
+    if gradient_checkpointing:
+        model.model.gradient_checkpointing_enable()
+        model.model.enable_input_require_grads()
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                             bias="none", task_type="CAUSAL_LM")
+    model.model = peft.get_peft_model(model.model, config)
+
+
+def for_inference(model: Model) -> None:
+    """Switch the model to generation/scoring mode."""
+    if USE_UNSLOTH:
+        FastLanguageModel.for_inference(model.model)
+    model.model.eval()
+
+
+def for_training(model: Model) -> None:
+    """Switch the model back to training mode."""
+    if USE_UNSLOTH:
+        FastLanguageModel.for_training(model.model)
+    model.model.train()
+
+
+def device_arguments(model: Model) -> dict:
+    """Trainer arguments for this machine: the device and bfloat16 mixed precision where it applies."""
+    if torch.cuda.is_available():
+        return {"bf16": torch.cuda.is_bf16_supported(), "use_cpu": False}
+    return {"bf16": model.model.dtype == torch.bfloat16, "use_cpu": True}
+
+
+def sft_trainer_class() -> type:
+    """TRL's SFTTrainer (patched by Unsloth on a GPU); on a CPU, one with transformers' plain loss.
+
+    trl's fused log-prob head is a Triton kernel with no CPU fallback, so on a CPU the loss is
+    transformers' own cross-entropy over the label positions.
+    """
+    if torch.cuda.is_available():
+        return trl.SFTTrainer
+
+    class PlainLossSFTTrainer(trl.SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return transformers.Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return PlainLossSFTTrainer
+
+
+def count_4bit_linear_layers(model: Model) -> tuple[int, int]:
+    """(4-bit, all) base linear layers of the model, LoRA's own excluded: a check that QLoRA really is 4-bit."""
+    linear = four_bit = 0
+    for name, module in model.model.named_modules():
+        if isinstance(module, torch.nn.Linear) and "lora_" not in name:
+            linear += 1
+            four_bit += type(module).__name__ == "Linear4bit"
+    return four_bit, linear

@@ -1,0 +1,223 @@
+"""Evaluation: batched generation or log-likelihood scoring, then parse -> score -> aggregate into a Report."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy import stats
+
+from fasttune import backend, data
+from fasttune.backend import Model
+from fasttune.errors import FasttuneError
+from fasttune.progress import progress_bar
+from fasttune.task import Task
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one evaluation."""
+
+    split: str = "test"
+    """Task split to score."""
+    limit: int | None = None
+    """Score only the first `limit` examples of the split."""
+    engine: Literal["auto", "loglik", "generate"] = "auto"
+    """loglik: pick the most likely of the task's choices; generate: greedy decoding; auto: loglik when possible."""
+    batch_size: int = 16
+    """Sequences per forward pass."""
+    max_new_tokens: int | None = None
+    """Generation length (default: the task's)."""
+    bootstrap_resamples: int = 1000
+    """Resamples for the 95% bootstrap intervals."""
+    seed: int = 0
+    """Seed of the bootstrap."""
+
+    def __post_init__(self):
+        problems = []
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"limit must be positive (limit={self.limit})")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be positive (batch_size={self.batch_size})")
+        if self.engine not in ("auto", "loglik", "generate"):
+            problems.append(f"engine must be auto, loglik or generate (engine={self.engine!r})")
+        if problems:
+            raise FasttuneError("; ".join(problems) + ".")
+
+
+@dataclass
+class Report:
+    """Everything one evaluation measured. `records` holds one entry per example."""
+
+    task: dict
+    model: str
+    split: str
+    engine: str
+    n: int
+    metrics: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    parse_failures: int
+    predicted: dict[str, int]
+    gold: dict[str, int]
+    per_category: dict[str, dict[str, float]]
+    seconds: float
+    records: list[dict] = field(repr=False)
+
+    @property
+    def primary(self) -> str:
+        return self.task.get("primary_metric", next(iter(self.metrics)))
+
+    def save(self, folder: str | Path, name: str = "eval") -> Path:
+        """Write `<name>.json` (summary) and `<name>.predictions.jsonl` (every example) to `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        summary = {key: value for key, value in asdict(self).items() if key != "records"}
+        (folder / f"{name}.json").write_text(json.dumps(summary, indent=2))
+        with open(folder / f"{name}.predictions.jsonl", "w") as handle:
+            for record in self.records:
+                handle.write(json.dumps(record, default=str) + "\n")
+        return folder / f"{name}.json"
+
+    def __rich__(self):
+        from fasttune.tables import report_table
+
+        return report_table(self)
+
+    def __str__(self) -> str:
+        from fasttune.tables import render
+
+        return render(self.__rich__())
+
+
+def evaluate(model: Model, task: Task, split: str = "test", *, limit: int | None = None,
+             config: EvalConfig | None = None) -> Report:
+    """Score `model` on a task split; parse failures count as wrong and are reported."""
+    config = config or EvalConfig(split=split, limit=limit)
+    examples = task.load(config.split)[: config.limit]
+    use_loglik = config.engine == "loglik" or (config.engine == "auto" and task.choices(examples[0]) is not None)
+    if use_loglik and task.choices(examples[0]) is None:
+        raise FasttuneError(f"Task '{task.name}' has no choices, so it cannot be scored by log-likelihood "
+                            "(engine='loglik'). Use engine='generate'.")
+    started = time.perf_counter()
+    backend.for_inference(model)
+    with torch.inference_mode():
+        if use_loglik:
+            outputs = _loglik_choices(model, task, examples, config.batch_size)
+        else:
+            outputs = _generate(model, task, examples, config.batch_size, config.max_new_tokens or task.max_new_tokens)
+    seconds = time.perf_counter() - started
+    return _build_report(model, task, examples, outputs, "loglik" if use_loglik else "generate", seconds, config)
+
+
+def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: int) -> list[str]:
+    """For each example, the choice whose tokens (plus end of turn) have the highest summed log-probability."""
+    tokenizer, end = model.tokenizer, model.end_of_turn
+    sequences = []  # (example index, choice index, prompt ids, continuation ids)
+    for index, example in enumerate(examples):
+        prompt = data.prompt_ids(tokenizer, task.format(example).prompt)
+        for choice_index, choice in enumerate(task.choices(example)):
+            sequences.append((index, choice_index, prompt, data.completion_ids(tokenizer, choice, end)))
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][2]) - len(sequences[i][3]))
+    scores = [[float("-inf")] * len(task.choices(example)) for example in examples]
+    pad_id = tokenizer.pad_token_id
+    with progress_bar(f"scoring {task.name}", len(order)) as advance:
+        for start in range(0, len(order), batch_size):
+            batch = [sequences[i] for i in order[start:start + batch_size]]
+            width = max(len(p) + len(c) for _, _, p, c in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (_, _, prompt, continuation) in enumerate(batch):
+                ids[row, : len(prompt) + len(continuation)] = torch.tensor(prompt + continuation)
+                mask[row, : len(prompt) + len(continuation)] = 1
+            logits = model.model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            for row, (index, choice_index, prompt, continuation) in enumerate(batch):
+                positions = torch.arange(len(prompt) - 1, len(prompt) + len(continuation) - 1)
+                log_probs = torch.log_softmax(logits[row, positions].float(), dim=-1)
+                target = torch.tensor(continuation, device=log_probs.device)
+                scores[index][choice_index] = log_probs.gather(1, target[:, None]).sum().item()
+            advance(len(batch))
+    return [task.choices(example)[int(np.argmax(s))] for example, s in zip(examples, scores, strict=True)]
+
+
+def _generate(model: Model, task: Task, examples: list[dict], batch_size: int, max_new_tokens: int) -> list[str]:
+    """Greedy completions, batched with left padding, stopped at the end-of-turn token."""
+    tokenizer = model.tokenizer
+    end_id = tokenizer.convert_tokens_to_ids(model.end_of_turn)
+    prompts = [data.prompt_ids(tokenizer, task.format(example).prompt) for example in examples]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    texts = [""] * len(prompts)
+    with progress_bar(f"generating {task.name}", len(order)) as advance:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            width = max(len(prompts[i]) for i in batch)
+            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]):] = 1
+            generated = model.model.generate(
+                input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+                do_sample=False, eos_token_id=end_id, pad_token_id=tokenizer.pad_token_id)
+            for row, i in enumerate(batch):
+                texts[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
+            advance(len(batch))
+    return texts
+
+
+def _build_report(model: Model, task: Task, examples: list[dict], outputs: list[str], engine: str, seconds: float,
+                  config: EvalConfig) -> Report:
+    predictions = [task.parse_answer(text) for text in outputs]
+    references = [task.answer(example) for example in examples]
+    records, per_example = [], []
+    for example, output, prediction, reference in zip(examples, outputs, predictions, references, strict=True):
+        scores = task.score(prediction, reference)
+        per_example.append(scores)
+        records.append({"id": example["id"], "output": output, "parsed": prediction, "gold": reference,
+                        "scores": scores, "categories": task.categories(example)})
+    return Report(
+        task={**task.describe(), "primary_metric": task.primary_metric},
+        model=model.name, split=config.split, engine=engine, n=len(examples),
+        metrics=task.metric(predictions, references),
+        intervals={key: bootstrap_interval([s[key] for s in per_example], config.bootstrap_resamples, config.seed)
+                   for key in per_example[0]},
+        parse_failures=sum(p is None for p in predictions),
+        predicted=_distribution(task.answer_label(p, e) if p is not None else "unparsed"
+                                for p, e in zip(predictions, examples)),
+        gold=_distribution(task.answer_label(r, e) for r, e in zip(references, examples)),
+        per_category=_per_category(records, task.primary_metric),
+        seconds=seconds, records=records)
+
+
+def bootstrap_interval(values: list[float], resamples: int, seed: int) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of `values`."""
+    array = np.asarray(values, dtype=float)
+    if len(array) < 2 or np.all(array == array[0]):
+        return float(array.mean()), float(array.mean())
+    result = stats.bootstrap((array,), np.mean, n_resamples=resamples, confidence_level=0.95,
+                             method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _distribution(labels) -> dict[str, int]:
+    return dict(Counter(labels).most_common())
+
+
+def _per_category(records: list[dict], metric: str) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[float]] = {}
+    for record in records:
+        for category in record["categories"]:
+            groups.setdefault(category, []).append(record["scores"][metric])
+    return {category: {"n": len(values), metric: sum(values) / len(values)}
+            for category, values in sorted(groups.items())}
+
+
+def per_example_scores(report: Report, metric: str | None = None) -> dict[Any, float]:
+    """id -> per-example score of `metric` (default: the task's primary metric)."""
+    metric = metric or report.primary
+    return {record["id"]: record["scores"][metric] for record in report.records}

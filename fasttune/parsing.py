@@ -1,0 +1,38 @@
+"""Answer extraction shared by tasks: label words, option letters, numbers. Never raises on model output."""
+
+from __future__ import annotations
+
+import re
+
+
+def first_label(text: str, labels: tuple[str, ...]) -> str | None:
+    """The first of `labels` that appears as a whole word in `text` (case-insensitive), else None."""
+    pattern = r"\b(" + "|".join(re.escape(label) for label in labels) + r")\b"
+    match = re.search(pattern, text or "", flags=re.IGNORECASE)
+    return match.group(1).lower() if match else None
+
+
+def option_letter(text: str, letters: str) -> str | None:
+    """The option letter that `text` picks among `letters` ("(C)", "answer is C", "C) ...", "c"), else None."""
+    text = (text or "").strip()
+    span = f"[{letters}{letters.lower()}]"
+    patterns = (
+        rf"^\(?({span})\)?[.:]?$",                          # the whole reply is a letter: "c", "(C)", "C."
+        rf"\(({letters})\)",                                # "(C)" anywhere
+        rf"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?({span})\b",  # "The answer is C", "Answer: c"
+        rf"^({letters})(?:[).:\s]|$)",                      # a leading capital letter: "C) Simple soup", "B. ..."
+    )
+    for pattern in patterns:
+        match = re.search(pattern, text, flags=0 if "answer" not in pattern else re.IGNORECASE)
+        if match:
+            return match.group(1).upper()
+    return None
+
+
+def first_integer(text: str) -> int | None:
+    """The first integer written in `text` (digits, optional minus sign, thousands commas), else None."""
+    match = re.search(r"-?\d[\d,]*", text or "")
+    if not match:
+        return None
+    digits = match.group(0).replace(",", "")
+    return int(digits) if digits.lstrip("-").isdigit() else None

@@ -1,0 +1,37 @@
+"""PNG plots: training loss curves and base-vs-tuned metric bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_losses(losses: list[tuple[int, float]], path: Path, title: str) -> Path:
+    """Training loss against optimizer step."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot([step for step, _ in losses], [loss for _, loss in losses], marker="o", markersize=3)
+    axis.set(xlabel="step", ylabel="training loss", title=title)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_comparison(labels: list[str], values: list[float], intervals: list[tuple[float, float]], path: Path,
+                    title: str, ylabel: str) -> Path:
+    """One bar per evaluation with its 95% interval as an error bar."""
+    figure, axis = plt.subplots(figsize=(5, 4))
+    errors = [[v - low for v, (low, _) in zip(values, intervals)], [high - v for v, (_, high) in zip(values, intervals)]]
+    bars = axis.bar(labels, [100 * v for v in values], yerr=[[100 * e for e in side] for side in errors], capsize=6,
+                    color=["#9aa5b1", "#2f7ed8"][: len(values)] + ["#55a868"] * max(0, len(values) - 2))
+    axis.bar_label(bars, labels=[f"{100 * v:.1f}" for v in values], label_type="center", color="white")
+    axis.set(ylabel=ylabel, title=title, ylim=(0, 100))
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

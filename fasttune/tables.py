@@ -1,0 +1,69 @@
+"""Rich tables for reports and comparisons, and plain-text rendering of them."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console, Group
+from rich.table import Table
+
+
+def render(renderable) -> str:
+    """Plain text of a rich renderable (what `print(report)` shows)."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=110, force_terminal=False).print(renderable)
+    return buffer.getvalue()
+
+
+def _distribution(counts: dict[str, int]) -> str:
+    total = sum(counts.values()) or 1
+    shown = ", ".join(f"{label} {100 * n / total:.0f}%" for label, n in list(counts.items())[:8])
+    return shown + (f", ... ({len(counts) - 8} more)" if len(counts) > 8 else "")
+
+
+def report_table(report) -> Group:
+    """Metrics with intervals, parse failures, answer distributions and per-category scores of one Report."""
+    table = Table(title=f"{report.task['name']} v{report.task['version']} | {report.model} | {report.split} "
+                        f"(n={report.n}, {report.engine}, {report.seconds:.1f}s)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for key, value in report.metrics.items():
+        low, high = report.intervals.get(key, (float("nan"), float("nan")))
+        table.add_row(key, f"{100 * value:.1f}", f"{100 * low:.1f}-{100 * high:.1f}")
+    table.add_row("parse failures", str(report.parse_failures), "counted wrong")
+    parts = [table, f"predicted: {_distribution(report.predicted)}", f"gold:      {_distribution(report.gold)}"]
+    if report.per_category:
+        categories = Table(title="per category")
+        categories.add_column("category")
+        categories.add_column("n", justify="right")
+        categories.add_column(report.primary, justify="right")
+        for name, row in report.per_category.items():
+            categories.add_row(name, str(row["n"]), f"{100 * row[report.primary]:.1f}")
+        parts.append(categories)
+    return Group(*parts)
+
+
+def comparison_table(comparison) -> Group:
+    """Side-by-side metrics, the paired test and example flips of a Comparison."""
+    a, b = comparison.a, comparison.b
+    label_a, label_b = comparison.labels
+    table = Table(title=f"{a.task['name']} | {a.split} | n={comparison.n} paired")
+    for column, justify in (("metric", "left"), (label_a, "right"), (label_b, "right"), ("delta", "right"),
+                            ("p-value", "right"), ("test", "left")):
+        table.add_column(column, justify=justify)
+    for row in comparison.rows:
+        table.add_row(row.metric, f"{100 * row.a:.1f} ({100 * row.a_ci[0]:.1f}-{100 * row.a_ci[1]:.1f})",
+                      f"{100 * row.b:.1f} ({100 * row.b_ci[0]:.1f}-{100 * row.b_ci[1]:.1f})",
+                      f"{100 * (row.b - row.a):+.1f}", f"{row.p_value:.3g}", row.test)
+    table.add_row("parse failures", str(a.parse_failures), str(b.parse_failures), "", "", "")
+    parts = [table]
+    for title, flips in (("fixed (wrong -> right)", comparison.fixed), ("broken (right -> wrong)", comparison.broken)):
+        if flips:
+            examples = Table(title=f"{title}: {len(flips)}, first {min(3, len(flips))}")
+            for column in ("id", "gold", label_a, label_b):
+                examples.add_column(column, overflow="fold")
+            for flip in flips[:3]:
+                examples.add_row(str(flip["id"]), str(flip["gold"]), flip["a_output"], flip["b_output"])
+            parts.append(examples)
+    return Group(*parts)

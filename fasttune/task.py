@@ -1,0 +1,162 @@
+"""The task contract: data plus small functions (format, parse_answer, score, metric)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fasttune.errors import FasttuneError
+
+Example = dict[str, Any]
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One formatted example: the chat prompt and the assistant completion that answers it."""
+
+    prompt: Messages
+    completion: str
+
+
+class Task:
+    """Base class of every task.
+
+    A subclass sets `name`, `VERSION` and `splits`, and implements `read` (or `load`), `format`, `answer` and
+    `parse_answer`. Closed-label tasks also implement `choices`; tasks with categories implement `categories`.
+    `parse_answer` never raises on model output: it returns None, which scores as wrong and is counted.
+    """
+
+    name: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    primary_metric: ClassVar[str] = "accuracy"
+    max_new_tokens: ClassVar[int] = 16
+    hub_id: ClassVar[str | None] = None
+
+    def __init__(self, data_dir: str | os.PathLike | None = None):
+        self.data_dir = Path(data_dir) if data_dir is not None else _default_data_dir(self.name)
+
+    # --- data -------------------------------------------------------------------------------------
+    def load(self, split: str) -> list[Example]:
+        """Return the examples of `split`, each a dict with a unique "id"."""
+        if split not in self.splits:
+            raise FasttuneError(f"Task '{self.name}' has no split '{split}' (split={split!r}). "
+                                f"Available: {', '.join(self.splits)}.")
+        if self.data_dir is not None and self.data_dir.exists():
+            examples = self.read(self.data_dir, split)
+        elif self.hub_id is not None and os.environ.get("HF_HUB_OFFLINE") != "1":
+            examples = self.read_hub(split)
+        else:
+            raise FasttuneError(
+                f"No data for task '{self.name}' (data_dir={self.data_dir}). Pass data_dir= pointing at the task's "
+                f"files (e.g. ../shared/data/{self.name}) or set FASTTUNE_DATA to a folder holding '{self.name}/'"
+                + (f"; hub dataset '{self.hub_id}' needs network access and HF_HUB_OFFLINE unset." if self.hub_id
+                   else "."))
+        if not examples:
+            raise FasttuneError(f"Task '{self.name}': split '{split}' is empty in {self.data_dir}.")
+        _check_unique_ids(examples, self.name, split)
+        return examples
+
+    def read(self, data_dir: Path, split: str) -> list[Example]:
+        """Read `split` from local files under `data_dir`."""
+        raise NotImplementedError(f"Task '{self.name}' does not read local files.")
+
+    def read_hub(self, split: str) -> list[Example]:
+        """Read `split` from the hub dataset `hub_id` (needs network)."""
+        raise NotImplementedError(f"Task '{self.name}' has no hub reader.")
+
+    # --- the task's functions ---------------------------------------------------------------------
+    def format(self, example: Example) -> Sample:
+        """The chat prompt and gold completion for one example."""
+        raise NotImplementedError
+
+    def answer(self, example: Example) -> Any:
+        """The gold answer of an example, in the form `parse_answer` returns."""
+        raise NotImplementedError
+
+    def parse_answer(self, text: str) -> Any | None:
+        """The answer stated in model output `text`, or None when there is none."""
+        raise NotImplementedError
+
+    def choices(self, example: Example) -> list[str] | None:
+        """Candidate completions for log-likelihood scoring; None for open-ended tasks."""
+        return None
+
+    def answer_label(self, answer: Any, example: Example) -> str:
+        """How an answer is counted in the predicted-vs-gold distribution (e.g. the option letter)."""
+        return str(answer)
+
+    def categories(self, example: Example) -> list[str]:
+        """Categories an example belongs to, for per-category scores."""
+        return []
+
+    def score(self, prediction: Any | None, reference: Any) -> dict[str, float]:
+        """Per-example scores; the default is exact match of the parsed answer."""
+        return {"accuracy": float(prediction is not None and prediction == reference)}
+
+    def metric(self, predictions: list[Any | None], references: list[Any]) -> dict[str, float]:
+        """Scores over a whole split; the default averages `score` over examples."""
+        if not predictions:
+            return {}
+        rows = [self.score(p, r) for p, r in zip(predictions, references, strict=True)]
+        return {key: sum(row[key] for row in rows) / len(rows) for key in rows[0]}
+
+    def check(self, example: Example) -> None:
+        """Fail when the gold completion of `example` does not parse back to its gold answer."""
+        parsed = self.parse_answer(self.format(example).completion)
+        if parsed != self.answer(example):
+            raise FasttuneError(f"Task '{self.name}' can never be right: parse_answer(gold completion) gave "
+                                f"{parsed!r}, expected {self.answer(example)!r} (example id={example['id']}).")
+
+    def describe(self) -> dict[str, Any]:
+        """Name, version and prompt of the task, saved beside adapters and reports."""
+        return {"name": self.name, "version": self.VERSION, "class": f"{type(self).__module__}.{type(self).__qualname__}"}
+
+
+def _default_data_dir(name: str) -> Path | None:
+    root = os.environ.get("FASTTUNE_DATA")
+    return Path(root) / name if root else None
+
+
+def _check_unique_ids(examples: list[Example], task: str, split: str) -> None:
+    seen: dict[Any, int] = {}
+    for row, example in enumerate(examples):
+        if "id" not in example:
+            raise FasttuneError(f"Task '{task}', split '{split}', row {row}: example has no 'id' field.")
+        if example["id"] in seen:
+            raise FasttuneError(f"Task '{task}', split '{split}': duplicate id {example['id']!r} in rows "
+                                f"{seen[example['id']]} and {row}.")
+        seen[example["id"]] = row
+
+
+def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[Example]:
+    """Rows of a JSONL file; a bad line or a missing field is an error naming the file, row and field."""
+    if not path.exists():
+        raise FasttuneError(f"Data file not found: {path}.")
+    rows = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as error:
+                raise FasttuneError(f"{path}, line {number}: not UTF-8 ({error}).") from None
+            except json.JSONDecodeError as error:
+                raise FasttuneError(f"{path}, line {number}: malformed JSON ({error.msg}).") from None
+            if not isinstance(row, dict):
+                raise FasttuneError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}.")
+            require_fields(row, required, f"{path}, line {number}")
+            rows.append(row)
+    return rows
+
+
+def require_fields(row: Example, fields: tuple[str, ...], where: str) -> None:
+    """Raise naming `where` and the field when `row` lacks one of `fields`."""
+    for field_name in fields:
+        if field_name not in row:
+            raise FasttuneError(f"{where}: missing field '{field_name}'.")

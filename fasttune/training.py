@@ -1,0 +1,191 @@
+"""Training: LoRA supervised fine-tuning through TRL's SFTTrainer (Unsloth-patched on a GPU)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import transformers
+import trl
+from datasets import Dataset
+
+from fasttune import backend, data
+from fasttune.backend import Model
+from fasttune.errors import FasttuneError
+from fasttune.plots import plot_losses
+from fasttune.progress import console, new_progress
+from fasttune.task import Task
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LoraConfig:
+    """The LoRA adapter's shape."""
+
+    r: int = 16
+    """Rank of the update matrices."""
+    alpha: int = 32
+    """Scale numerator: updates are multiplied by alpha / r."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    """Names of the linear layers that get an adapter."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run."""
+
+    method: Literal["sft"] = "sft"
+    """Training method. (More methods are tracked in the project's issues.)"""
+    epochs: float = 1.0
+    """Passes over the training split."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    learning_rate: float = 5e-4
+    """Peak learning rate of the LoRA weights."""
+    batch_size: int = 16
+    """Examples per device step."""
+    gradient_accumulation: int = 1
+    """Device steps per optimizer step."""
+    warmup_ratio: float = 0.05
+    """Share of steps with linear warmup."""
+    lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    """Learning-rate schedule after warmup."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    split: str = "train"
+    """Task split to train on."""
+    limit: int | None = None
+    """Train on the first `limit` examples only."""
+    seed: int = 0
+    """Seed of LoRA initialisation and data order."""
+    gradient_checkpointing: bool = False
+    """Recompute activations to save memory (slower)."""
+    logging_steps: int = 5
+    """Record the loss every this many steps."""
+    output_dir: str | None = None
+    """Where the adapter, config, losses and plot go (default: runs/<task>-<time>)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """The adapter's shape."""
+
+    def __post_init__(self):
+        if isinstance(self.lora, dict):
+            self.lora = LoraConfig(**self.lora)
+        problems = []
+        if self.method != "sft":
+            problems.append(f"method {self.method!r} is not available; available: sft")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            problems.append(f"set epochs > 0 or max_steps > 0 (epochs={self.epochs}, max_steps={self.max_steps})")
+        for name in ("learning_rate", "batch_size", "gradient_accumulation", "logging_steps"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive ({name}={getattr(self, name)})")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio must be in [0, 1) (warmup_ratio={self.warmup_ratio})")
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"limit must be positive (limit={self.limit})")
+        if self.lora.r < 1:
+            problems.append(f"lora.r must be positive (lora.r={self.lora.r})")
+        if problems:
+            raise FasttuneError("; ".join(problems) + ".")
+
+
+@dataclass
+class Run:
+    """What a training run produced: the tuned model, its saved adapter and the measurements."""
+
+    model: Model
+    output_dir: Path
+    adapter_dir: Path
+    losses: list[tuple[int, float]]
+    loss_plot: Path
+    seconds: float
+    train_tokens: int
+    tokens_per_second: float
+    skipped_too_long: int
+    config: TrainConfig
+
+
+def train(model: Model, task: Task, method: str = "sft", *, config: TrainConfig | None = None, **overrides) -> Run:
+    """Fine-tune `model` on a task with LoRA and save the adapter.
+
+    The LoRA weights are attached to `model` in place: `run.model` is the same object, now tuned.
+    Keyword arguments override fields of `config` (e.g. `epochs=2`).
+    """
+    config = config or TrainConfig(method=method, **overrides)
+    output_dir = Path(config.output_dir or f"runs/{task.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    examples = task.load(config.split)[: config.limit]
+    task.check(examples[0])
+    encoded = data.encode_for_training(task, examples, model.tokenizer, model.end_of_turn, model.max_seq_length)
+    if encoded.too_long:
+        console.print(f"[yellow]fasttune: skipped {len(encoded.too_long)} of {len(examples)} training examples "
+                      f"longer than max_seq_length={model.max_seq_length} (ids: {', '.join(encoded.too_long[:5])}"
+                      f"{' ...' if len(encoded.too_long) > 5 else ''}). Raise max_seq_length in load() to keep them.")
+    if not encoded.rows:
+        raise FasttuneError(f"No training examples left for task '{task.name}' (all longer than max_seq_length).")
+
+    backend.add_lora(model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                     target_modules=config.lora.target_modules, seed=config.seed,
+                     gradient_checkpointing=config.gradient_checkpointing)
+    backend.for_training(model)
+    trainer = backend.sft_trainer_class()(
+        model=model.model, processing_class=model.tokenizer, train_dataset=Dataset.from_list(encoded.rows),
+        args=_trainer_arguments(config, output_dir, model), callbacks=[_RichProgress()])
+    trainer.remove_callback(transformers.PrinterCallback)  # the rich bar shows progress and loss
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+
+    losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+    tokens = int(trainer.state.num_input_tokens_seen)
+    adapter_dir = output_dir / "adapter"
+    model.model.save_pretrained(adapter_dir)
+    model.tokenizer.save_pretrained(adapter_dir)
+    model.adapter_dir = adapter_dir
+    model.card = {"base_model": str(model.base_path.resolve()), "task": task.describe(), "method": config.method,
+                  "config": asdict(config), "losses": losses, "seconds": seconds, "train_tokens": tokens,
+                  "train_examples": len(encoded.rows), "skipped_too_long": encoded.too_long,
+                  "backend": model.backend}
+    (adapter_dir / backend.CARD_NAME).write_text(json.dumps(model.card, indent=2))
+    (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    loss_plot = plot_losses(losses, output_dir / "loss.png", title=f"{config.method} on {task.name} ({model.name})")
+    return Run(model, output_dir, adapter_dir, losses, loss_plot, seconds, tokens, tokens / seconds,
+               len(encoded.too_long), config)
+
+
+def _trainer_arguments(config: TrainConfig, output_dir: Path, model: Model) -> trl.SFTConfig:
+    return trl.SFTConfig(
+        output_dir=str(output_dir / "trainer"), num_train_epochs=config.epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, seed=config.seed,
+        data_seed=config.seed, logging_steps=config.logging_steps,
+        save_strategy="no", report_to="none", disable_tqdm=True, completion_only_loss=True,
+        max_length=model.max_seq_length, include_num_input_tokens_seen="non_padding", dataset_num_proc=None,
+        remove_unused_columns=False, **backend.device_arguments(model))
+
+
+class _RichProgress(transformers.TrainerCallback):
+    """A rich progress bar over optimizer steps, showing the last logged loss."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.progress = new_progress()
+        self.bar = self.progress.add_task("training", total=state.max_steps, status="")
+        self.progress.start()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.progress.update(self.bar, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.progress.update(self.bar, status=f"loss {logs['loss']:.4f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.progress.stop()

@@ -1,0 +1,40 @@
+"""Built-in tasks and the task registry: `get(name)`, `list()`, `register(cls)`."""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+
+from fasttune.errors import unknown_name
+from fasttune.task import Task
+
+_BUILTIN = {
+    "larger_number": "fasttune.tasks.larger_number:LargerNumber",
+    "rte": "fasttune.tasks.rte:RTE",
+    "recipe_mpr": "fasttune.tasks.recipe_mpr:RecipeMPR",
+}
+_REGISTERED: dict[str, type[Task]] = {}
+
+
+def register(task_class: type[Task]) -> type[Task]:
+    """Register a user-defined Task subclass under its `name` (usable as a class decorator)."""
+    _REGISTERED[task_class.name] = task_class
+    return task_class
+
+
+def list() -> builtins.list[str]:  # noqa: A001 - the registry's public name
+    """Names of all known tasks, built-in and registered."""
+    return sorted({*_BUILTIN, *_REGISTERED})
+
+
+def get(name: str, **kwargs) -> Task:
+    """A task instance by name; keyword arguments (e.g. data_dir=) go to its constructor."""
+    if name in _REGISTERED:
+        return _REGISTERED[name](**kwargs)
+    if name not in _BUILTIN:
+        raise unknown_name("task", name, list())
+    module_name, class_name = _BUILTIN[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)(**kwargs)
+
+
+__all__ = ["Task", "get", "list", "register"]

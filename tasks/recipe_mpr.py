@@ -1,0 +1,66 @@
+"""recipe_mpr: Recipe-MPR, 5-way multiple choice of the recipe that satisfies a food query.
+
+Data: 500QA.json from D3Mlab/Recipe-MPR (e.g. ../shared/data/recipe_mpr). In the raw file the correct option is
+always listed first, so options are shuffled with a per-query seeded RNG and lettered A-E, making the gold letter
+near uniform. Splits: a seeded permutation of the 500 queries, 300 train / 100 validation / 100 test.
+Correct = the letter of the option whose id is `answer`. Categories: the query types (a query can have several;
+queries with none are "Plain").
+"""
+
+import json
+import random
+
+from fasttune.errors import FasttuneError
+from fasttune.parsing import option_letter
+from fasttune.task import Sample, Task, require_fields
+
+LETTERS = "ABCDE"
+SPLITS = {"train": (0, 300), "validation": (300, 400), "test": (400, 500)}
+
+
+class RecipeMPR(Task):
+    name = "recipe_mpr"
+    VERSION = 1
+    splits = tuple(SPLITS)
+    max_new_tokens = 8
+
+    def read(self, data_dir, split):
+        path = data_dir / "500QA.json"
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise FasttuneError(f"Cannot read {path}: {error}.") from None
+        order = list(range(len(rows)))
+        random.Random("recipe_mpr/split").shuffle(order)
+        start, stop = SPLITS[split]
+        examples = []
+        for index in order[start:stop]:
+            row, where = rows[index], f"{path}, item {index}"
+            require_fields(row, ("query", "query_type", "options", "answer"), where)
+            if len(row["options"]) != len(LETTERS) or row["answer"] not in row["options"]:
+                raise FasttuneError(f"{where}: field 'options' must hold 5 options including 'answer' "
+                                    f"({row['answer']!r}).")
+            option_ids = sorted(row["options"])
+            random.Random(f"recipe_mpr/options/{index}").shuffle(option_ids)
+            examples.append({"id": index, "query": row["query"], "options": [row["options"][o] for o in option_ids],
+                             "gold": LETTERS[option_ids.index(row["answer"])],
+                             "query_types": [t for t, flag in row["query_type"].items() if flag]})
+        return examples
+
+    def format(self, example):
+        options = "\n".join(f"({letter}) {text}" for letter, text in zip(LETTERS, example["options"]))
+        question = (f"Query: {example['query']}\nWhich recipe best satisfies the query?\n{options}\n"
+                    "Answer with the letter only.")
+        return Sample([{"role": "user", "content": question}], example["gold"])
+
+    def answer(self, example):
+        return example["gold"]
+
+    def parse_answer(self, text):
+        return option_letter(text, LETTERS)
+
+    def choices(self, example):
+        return list(LETTERS)
+
+    def categories(self, example):
+        return example["query_types"] or ["Plain"]
