@@ -30,7 +30,7 @@ _LAZY = {
     "train": "fasttune.training", "TrainConfig": "fasttune.training", "LoraConfig": "fasttune.training",
     "Run": "fasttune.training",
     "evaluate": "fasttune.evaluation", "EvalConfig": "fasttune.evaluation", "Report": "fasttune.evaluation",
-    "compare": "fasttune.compare", "Comparison": "fasttune.compare",
+    "compare": "fasttune.comparison", "Comparison": "fasttune.comparison",
 }
 
 

@@ -15,15 +15,15 @@ def first_label(text: str, labels: tuple[str, ...]) -> str | None:
 def option_letter(text: str, letters: str) -> str | None:
     """The option letter that `text` picks among `letters` ("(C)", "answer is C", "C) ...", "c"), else None."""
     text = (text or "").strip()
-    span = f"[{letters}{letters.lower()}]"
+    upper, either = f"[{letters}]", f"[{letters}{letters.lower()}]"
     patterns = (
-        rf"^\(?({span})\)?[.:]?$",                          # the whole reply is a letter: "c", "(C)", "C."
-        rf"\(({letters})\)",                                # "(C)" anywhere
-        rf"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?({span})\b",  # "The answer is C", "Answer: c"
-        rf"^({letters})(?:[).:\s]|$)",                      # a leading capital letter: "C) Simple soup", "B. ..."
+        (rf"^\(?({either})\)?[.:]?$", 0),                                  # the whole reply: "c", "(C)", "C."
+        (rf"\(({upper})\)", 0),                                            # "(C)" anywhere
+        (rf"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?({either})\b", re.IGNORECASE),  # "The answer is c"
+        (rf"^({upper})(?:[).:]|\s|$)", 0),                                   # leading capital: "C) Simple soup"
     )
-    for pattern in patterns:
-        match = re.search(pattern, text, flags=0 if "answer" not in pattern else re.IGNORECASE)
+    for pattern, flags in patterns:
+        match = re.search(pattern, text, flags=flags)
         if match:
             return match.group(1).upper()
     return None
