@@ -15,3 +15,15 @@ def unknown_name(kind: str, name: str, known: list[str]) -> FasttuneError:
     close = difflib.get_close_matches(name, known, n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return FasttuneError(f"Unknown {kind} '{name}'.{hint} Available: {', '.join(sorted(known))}.")
+
+
+def not_positive(config, names: tuple[str, ...]) -> list[str]:
+    """A problem line for each field of `config` in `names` that is set (not None) and not above zero."""
+    return [f"{name} must be positive ({name}={getattr(config, name)})" for name in names
+            if getattr(config, name) is not None and getattr(config, name) <= 0]
+
+
+def raise_problems(problems: list[str]) -> None:
+    """Raise one error listing every problem found in a config, if any."""
+    if problems:
+        raise FasttuneError("; ".join(problems) + ".")

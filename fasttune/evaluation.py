@@ -15,7 +15,7 @@ from scipy import stats
 
 from fasttune import backend, data
 from fasttune.backend import Model
-from fasttune.errors import FasttuneError
+from fasttune.errors import FasttuneError, not_positive, raise_problems
 from fasttune.progress import progress_bar
 from fasttune.task import Task
 
@@ -40,15 +40,10 @@ class EvalConfig:
     """Seed of the bootstrap."""
 
     def __post_init__(self):
-        problems = []
-        if self.limit is not None and self.limit < 1:
-            problems.append(f"limit must be positive (limit={self.limit})")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be positive (batch_size={self.batch_size})")
+        problems = not_positive(self, ("limit", "batch_size", "max_new_tokens", "bootstrap_resamples"))
         if self.engine not in ("auto", "loglik", "generate"):
             problems.append(f"engine must be auto, loglik or generate (engine={self.engine!r})")
-        if problems:
-            raise FasttuneError("; ".join(problems) + ".")
+        raise_problems(problems)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from datasets import Dataset
 
 from fasttune import backend, data
 from fasttune.backend import Model
-from fasttune.errors import FasttuneError
+from fasttune.errors import FasttuneError, not_positive, raise_problems
 from fasttune.plots import plot_losses
 from fasttune.progress import console, new_progress
 from fasttune.task import Task
@@ -77,22 +77,15 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.lora, dict):
             self.lora = LoraConfig(**self.lora)
-        problems = []
+        problems = not_positive(self, ("learning_rate", "batch_size", "gradient_accumulation", "logging_steps",
+                                       "limit")) + not_positive(self.lora, ("r",))
         if self.method != "sft":
             problems.append(f"method {self.method!r} is not available; available: sft")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append(f"set epochs > 0 or max_steps > 0 (epochs={self.epochs}, max_steps={self.max_steps})")
-        for name in ("learning_rate", "batch_size", "gradient_accumulation", "logging_steps"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be positive ({name}={getattr(self, name)})")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1) (warmup_ratio={self.warmup_ratio})")
-        if self.limit is not None and self.limit < 1:
-            problems.append(f"limit must be positive (limit={self.limit})")
-        if self.lora.r < 1:
-            problems.append(f"lora.r must be positive (lora.r={self.lora.r})")
-        if problems:
-            raise FasttuneError("; ".join(problems) + ".")
+        raise_problems(problems)
 
 
 @dataclass
