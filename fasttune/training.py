@@ -148,7 +148,8 @@ def train(model: Model, task: Task, method: str = "sft", *, config: TrainConfig 
                   "backend": model.backend}
     (adapter_dir / backend.CARD_NAME).write_text(json.dumps(model.card, indent=2))
     (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    loss_plot = plot_losses(losses, output_dir / "loss.png", title=f"{config.method} on {task.name} ({model.name})")
+    loss_plot = plot_losses(losses, output_dir / "loss.png",
+                            title=f"{config.method} on {task.name} ({model.base_path.name})")
     return Run(model, output_dir, adapter_dir, losses, loss_plot, seconds, tokens, tokens / seconds,
                len(encoded.too_long), config)
 
