@@ -113,7 +113,7 @@ class Task:
                                 f"{parsed!r}, expected {self.answer(example)!r} (example id={example['id']}).")
 
     def describe(self) -> dict[str, Any]:
-        """Name, version and prompt of the task, saved beside adapters and reports."""
+        """Name, version and class of the task, saved beside adapters and reports."""
         return {"name": self.name, "version": self.VERSION, "class": f"{type(self).__module__}.{type(self).__qualname__}"}
 
 
