@@ -17,9 +17,12 @@ def unknown_name(kind: str, name: str, known: list[str]) -> FasttuneError:
     return FasttuneError(f"Unknown {kind} '{name}'.{hint} Available: {', '.join(sorted(known))}.")
 
 
-def not_positive(config, names: tuple[str, ...]) -> list[str]:
-    """A problem line for each field of `config` in `names` that is set (not None) and not above zero."""
-    return [f"{name} must be positive ({name}={getattr(config, name)})" for name in names
+def not_positive(config, names: tuple[str, ...], prefix: str = "") -> list[str]:
+    """A problem line for each field of `config` in `names` that is set (not None) and not above zero.
+
+    `prefix` names a nested config in the message (e.g. "lora." gives "lora.r must be positive").
+    """
+    return [f"{prefix}{name} must be positive ({prefix}{name}={getattr(config, name)})" for name in names
             if getattr(config, name) is not None and getattr(config, name) <= 0]
 
 

@@ -78,7 +78,7 @@ class TrainConfig:
         if isinstance(self.lora, dict):
             self.lora = LoraConfig(**self.lora)
         problems = not_positive(self, ("learning_rate", "batch_size", "gradient_accumulation", "logging_steps",
-                                       "limit")) + not_positive(self.lora, ("r",))
+                                       "limit")) + not_positive(self.lora, ("r",), prefix="lora.")
         if self.method != "sft":
             problems.append(f"method {self.method!r} is not available; available: sft")
         if self.epochs <= 0 and self.max_steps <= 0:

@@ -93,6 +93,11 @@ def test_bad_training_settings_are_all_reported_at_once():
         fasttune.TrainConfig(method="dpo", learning_rate=0)
 
 
+def test_nested_lora_settings_are_named_with_their_prefix():
+    with pytest.raises(fasttune.FasttuneError, match=r"lora.r must be positive \(lora.r=0\)"):
+        fasttune.TrainConfig(lora=fasttune.LoraConfig(r=0))
+
+
 def test_loading_a_missing_model_folder_explains_offline_loading(tmp_path):
     with pytest.raises(fasttune.FasttuneError, match="Model folder not found.*no hub downloads"):
         fasttune.load(tmp_path / "HuggingFaceTB/SmolLM2-1.7B")
