@@ -95,8 +95,9 @@ def evaluate(model: Model, task: Task, split: str = "test", *, limit: int | None
     """Score `model` on a task split; parse failures count as wrong and are reported."""
     config = config or EvalConfig(split=split, limit=limit)
     examples = task.load(config.split)[: config.limit]
-    use_loglik = config.engine == "loglik" or (config.engine == "auto" and task.choices(examples[0]) is not None)
-    if use_loglik and task.choices(examples[0]) is None:
+    has_choices = task.choices(examples[0]) is not None
+    use_loglik = config.engine == "loglik" or (config.engine == "auto" and has_choices)
+    if use_loglik and not has_choices:
         raise FasttuneError(f"Task '{task.name}' has no choices, so it cannot be scored by log-likelihood "
                             "(engine='loglik'). Use engine='generate'.")
     started = time.perf_counter()
@@ -113,13 +114,14 @@ def evaluate(model: Model, task: Task, split: str = "test", *, limit: int | None
 def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: int) -> list[str]:
     """For each example, the choice whose tokens (plus end of turn) have the highest summed log-probability."""
     tokenizer, end = model.tokenizer, model.end_of_turn
+    choices = [task.choices(example) for example in examples]
     sequences = []  # (example index, choice index, prompt ids, continuation ids)
     for index, example in enumerate(examples):
         prompt = data.prompt_ids(tokenizer, task.format(example).prompt)
-        for choice_index, choice in enumerate(task.choices(example)):
+        for choice_index, choice in enumerate(choices[index]):
             sequences.append((index, choice_index, prompt, data.completion_ids(tokenizer, choice, end)))
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][2]) - len(sequences[i][3]))
-    scores = [[float("-inf")] * len(task.choices(example)) for example in examples]
+    scores = [[float("-inf")] * len(options) for options in choices]
     pad_id = tokenizer.pad_token_id
     with progress_bar(f"scoring {task.name}", len(order)) as advance:
         for start in range(0, len(order), batch_size):
@@ -137,7 +139,7 @@ def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: 
                 target = torch.tensor(continuation, device=log_probs.device)
                 scores[index][choice_index] = log_probs.gather(1, target[:, None]).sum().item()
             advance(len(batch))
-    return [task.choices(example)[int(np.argmax(s))] for example, s in zip(examples, scores, strict=True)]
+    return [options[int(np.argmax(s))] for options, s in zip(choices, scores, strict=True)]
 
 
 def _generate(model: Model, task: Task, examples: list[dict], batch_size: int, max_new_tokens: int) -> list[str]:
