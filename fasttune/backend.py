@@ -15,7 +15,6 @@ from typing import Any, Literal
 import torch
 
 os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
-os.environ.setdefault("UNSLOTH_RETURN_LOGITS", "1")  # log-likelihood scoring needs the logits
 USE_UNSLOTH = torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
 if USE_UNSLOTH:
     import unsloth  # noqa: F401  (must precede transformers/trl/peft)
@@ -141,6 +140,8 @@ def add_lora(model: Model, *, r: int, alpha: int, dropout: float, target_modules
 
 def for_inference(model: Model) -> None:
     """Switch the model to generation/scoring mode."""
+    # Scoring needs the logits; Unsloth computes them only when asked (its training loss skips them).
+    os.environ["UNSLOTH_RETURN_LOGITS"] = "1"
     if USE_UNSLOTH:
         FastLanguageModel.for_inference(model.model)
     model.model.eval()
@@ -148,6 +149,8 @@ def for_inference(model: Model) -> None:
 
 def for_training(model: Model) -> None:
     """Switch the model back to training mode."""
+    # With logits requested Unsloth turns padding-free batching and its fused, logit-free loss off.
+    os.environ["UNSLOTH_RETURN_LOGITS"] = "0"
     if USE_UNSLOTH:
         FastLanguageModel.for_training(model.model)
     model.model.train()
@@ -158,6 +161,13 @@ def device_arguments(model: Model) -> dict:
     if torch.cuda.is_available():
         return {"bf16": torch.cuda.is_bf16_supported(), "use_cpu": False}
     return {"bf16": model.model.dtype == torch.bfloat16, "use_cpu": True}
+
+
+def free_memory_bytes() -> int:
+    """Memory free for training on the device the model trains on: the GPU's, or the machine's RAM on a CPU."""
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def sft_trainer_class() -> type:

@@ -13,7 +13,7 @@ import transformers
 import trl
 from datasets import Dataset
 
-from fasttune import backend, data
+from fasttune import backend, batching, data
 from fasttune.backend import Model
 from fasttune.errors import FasttuneError, not_positive, raise_problems
 from fasttune.plots import plot_losses
@@ -50,9 +50,12 @@ class TrainConfig:
     learning_rate: float = 5e-4
     """Peak learning rate of the LoRA weights."""
     batch_size: int = 16
-    """Examples per device step."""
+    """Examples per batch (fasttune splits a batch that would not fit in free memory; updates stay the same)."""
     gradient_accumulation: int = 1
-    """Device steps per optimizer step."""
+    """Batches per optimizer step."""
+    padding_free: bool = True
+    """Pack each batch into one row with no padding (positions restart at every example); False pads the rows of
+    a batch to the longest and groups rows of similar length into batches."""
     warmup_ratio: float = 0.05
     """Share of steps with linear warmup."""
     lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
@@ -127,11 +130,7 @@ def train(model: Model, task: Task, method: str = "sft", *, config: TrainConfig 
     backend.add_lora(model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
                      target_modules=config.lora.target_modules, seed=config.seed,
                      gradient_checkpointing=config.gradient_checkpointing)
-    backend.for_training(model)
-    trainer = backend.sft_trainer_class()(
-        model=model.model, processing_class=model.tokenizer, train_dataset=Dataset.from_list(encoded.rows),
-        args=_trainer_arguments(config, output_dir, model), callbacks=[_RichProgress()])
-    trainer.remove_callback(transformers.PrinterCallback)  # the rich bar shows progress and loss
+    trainer = sft_trainer(model, encoded.rows, config, output_dir)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -154,15 +153,32 @@ def train(model: Model, task: Task, method: str = "sft", *, config: TrainConfig 
                len(encoded.too_long), config)
 
 
-def _trainer_arguments(config: TrainConfig, output_dir: Path, model: Model) -> trl.SFTConfig:
+def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainConfig, output_dir: Path):
+    """TRL's SFT trainer over tokenized rows (input_ids + completion_mask) for a model that has LoRA weights."""
+    backend.for_training(model)
+    plan = batching.plan_device_steps(
+        config.batch_size, config.gradient_accumulation, max(len(row["input_ids"]) for row in rows),
+        batching.activation_bytes_per_token(model.model.config), backend.free_memory_bytes())
+    trainer = backend.sft_trainer_class()(
+        model=model.model, processing_class=model.tokenizer, train_dataset=Dataset.from_list(rows),
+        args=_trainer_arguments(config, output_dir, model, plan), callbacks=[_RichProgress()])
+    trainer.remove_callback(transformers.PrinterCallback)  # the rich bar shows progress and loss
+    return trainer
+
+
+def _trainer_arguments(config: TrainConfig, output_dir: Path, model: Model,
+                       plan: batching.DevicePlan) -> trl.SFTConfig:
     return trl.SFTConfig(
         output_dir=str(output_dir / "trainer"), num_train_epochs=config.epochs, max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation,
+        per_device_train_batch_size=plan.micro_batch, gradient_accumulation_steps=plan.accumulation,
+        padding_free=config.padding_free,
+        train_sampling_strategy="random" if config.padding_free else "group_by_length",
         learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, seed=config.seed,
         data_seed=config.seed, logging_steps=config.logging_steps,
         save_strategy="no", report_to="none", disable_tqdm=True, completion_only_loss=True,
-        max_length=model.max_seq_length, include_num_input_tokens_seen="non_padding", dataset_num_proc=None,
+        max_length=None if config.padding_free else model.max_seq_length,  # rows were cut to it already
+        include_num_input_tokens_seen="non_padding", dataset_num_proc=None,
         remove_unused_columns=False, **backend.device_arguments(model))
 
 
