@@ -1,5 +1,7 @@
 """`python -m fasttune.bench`: base eval -> LoRA SFT -> tuned eval, printed side by side and saved to a folder.
 
+`python -m fasttune.bench speed ...` runs the GPU training-speed benchmark instead (fasttune/speed.py).
+
 Default: the embedded SmolLM2-135M-Instruct on the synthetic larger_number task, minutes on a laptop CPU.
 Writes summary.json, base/tuned reports with every prediction, loss.png and comparison.png to --out.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["speed"]:
+        from fasttune import speed
+
+        return speed.main(argv[1:])
     args = parse_args(argv)
     out = Path(args.out or f"runs/bench-{args.task}-{datetime.now():%Y%m%d-%H%M%S}")
     task = fasttune.tasks.get(args.task, **({"data_dir": args.data} if args.data else {}))
@@ -93,4 +101,7 @@ def _machine() -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except fasttune.FasttuneError as error:
+        sys.exit(str(error))

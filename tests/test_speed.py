@@ -1,0 +1,111 @@
+"""The speed benchmark's parts that need no GPU: its rows, padding, figures, loss agreement, table, plot and CLI."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fasttune import speed
+from fasttune.errors import FasttuneError
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_the_speed_benchmark_says_it_needs_a_cuda_gpu():
+    finished = subprocess.run([sys.executable, "-m", "fasttune.bench", "speed", "--models", "llama-3.2-1b"],
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode != 0
+    assert "fasttune: The speed benchmark needs a CUDA GPU (torch.cuda.is_available()=False)" in finished.stderr
+    assert "Traceback" not in finished.stderr
+
+
+def test_unknown_models_and_stacks_are_named_with_suggestions():
+    with pytest.raises(FasttuneError, match="Unknown model 'llama-3.2-1bb'. Did you mean: llama-3.2-1b"):
+        speed.parse_args(["--models", "llama-3.2-1bb"])
+    with pytest.raises(FasttuneError, match="Unknown stack 'unsloth'"):
+        speed.parse_args(["--stacks", "unsloth"])
+
+
+def test_fixed_blocks_are_full_length_seeded_and_trained_on_every_token():
+    rows = speed.fixed_blocks(3, 16, 100, seed=1)
+    assert [len(row["input_ids"]) for row in rows] == [16] * 3
+    assert all(row["completion_mask"] == [1] * 16 and max(row["input_ids"]) < 100 for row in rows)
+    assert rows == speed.fixed_blocks(3, 16, 100, seed=1) != speed.fixed_blocks(3, 16, 100, seed=2)
+
+
+def test_mnli_and_nq_rows_are_chat_prompts_with_only_the_answer_trained(data_root, embedded_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_dir)
+    mnli = speed.mnli_examples(data_root, 5)
+    assert mnli[0][1] == "yes" and [answer for _, answer in mnli[:3]] == ["yes", "yes", "maybe"]
+    nq = speed.nq_examples(data_root, 4)
+    assert nq[0][1] == "Wilhelm Conrad Röntgen" and "Passage (List of Nobel laureates in Physics)" in nq[0][0]
+    for pairs in (mnli, nq):
+        rows = speed.encode_pairs(pairs, tokenizer)
+        for (prompt, answer), row in zip(pairs, rows):
+            trained = [t for t, m in zip(row["input_ids"], row["completion_mask"]) if m]
+            assert tokenizer.decode(trained) == answer + "<|im_end|>"
+            assert prompt.splitlines()[-1] in tokenizer.decode(row["input_ids"])
+    lengths = [len(row["input_ids"]) for row in speed.encode_pairs(nq, tokenizer)]
+    assert len(set(lengths)) == len(lengths) and min(lengths) > 100  # variable length, passages included
+
+
+def test_padded_batches_pad_on_the_right_and_train_only_on_completions():
+    rows = [{"input_ids": [5, 6, 7], "completion_mask": [0, 1, 1]}, {"input_ids": [8], "completion_mask": [1]}]
+    batch = speed.pad_batch(rows, pad_id=0, device="cpu")
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+
+
+def test_figures_count_only_the_timed_steps_tokens():
+    rows = [{"input_ids": [1] * n, "completion_mask": [1] * n} for n in (10, 10, 30, 30, 50, 50)]
+    measurement = {"losses": [3.0, 2.0, 1.0], "step_ends": [1.0, 2.0, 4.0], "start": 0.0,
+                   "peak_memory_bytes": 2**31}
+    figures = speed.summarise(measurement, rows, rows_per_step=2, warmup=1, params=1000, peak_tflops=1e-6)
+    assert figures["timed_tokens"] == 160 and figures["timed_seconds"] == 3.0
+    assert figures["tokens_per_second"] == pytest.approx(160 / 3)
+    assert figures["seconds_per_step"] == 2.0 and figures["peak_memory_gib"] == 2.0
+    assert figures["mfu"] == pytest.approx(4 * 1000 * 160 / 3 / 1e6)
+
+
+def test_the_fasttune_trainer_and_a_padded_loop_agree_step_by_step_from_the_shared_init(tiny_model_dir, tmp_path):
+    """The benchmark's loss check on the CPU: fasttune's padding-free trainer and the hand-written padded loop."""
+    import fasttune
+    from fasttune import backend, training
+
+    rows = speed.fixed_blocks(8, 24, 1000, seed=0)[:4] + [
+        {"input_ids": list(range(100, 100 + n)), "completion_mask": [0] * (n // 2) + [1] * (n - n // 2)}
+        for n in (7, 19, 12, 30)]
+    spec = {"rows_per_step": 4, "steps": 2, "warmup_lr_steps": 1, "lr": 5e-3, "seed": 3, "work": str(tmp_path / "fasttune")}
+    measurements = {}
+    for stack in ("fasttune", "unsloth-padded"):
+        model = fasttune.load(tiny_model_dir, dtype=torch.float32)
+        backend.add_lora(model, r=4, alpha=4, dropout=0.0, target_modules=training.ALL_LINEAR, seed=0,
+                         gradient_checkpointing=False)
+        speed.shared_lora_init(model.model, spec["seed"])
+        if stack == "fasttune":
+            measurement = speed.timed_trainer_run(speed.fasttune_trainer(model, rows, spec))
+            assert measurement["notes"] == {"padding_free": True, "micro_batch": 4, "accumulation": 1}
+        else:
+            measurement = speed.plain_loop(model.model, rows, spec, model.tokenizer.pad_token_id)
+        measurement["peak_memory_bytes"] = 0
+        measurements[stack] = measurement
+
+    results = [{"model": "tiny", "data": "mixed", "stack": stack,
+                **speed.summarise(m, rows, 4, 1, params=3_000_000, peak_tflops=1.0)}
+               for stack, m in measurements.items()]
+    speed.add_comparisons(results)
+    fasttune_losses, loop_losses = (m["losses"] for m in measurements.values())
+    assert len(fasttune_losses) == len(loop_losses) == 2 and fasttune_losses[0] != fasttune_losses[1]
+    assert results[1]["loss_max_rel_diff"] < 1e-4 and results[1]["loss_agrees"]
+    assert results[0]["timed_tokens"] == results[1]["timed_tokens"] == sum((7, 19, 12, 30))
+
+    from fasttune.plots import plot_speed
+    from fasttune.tables import render, speed_table
+
+    summary = {"gpu": "CPU", "matmul_peak_tflops": 1.0, "loss_tolerance": speed.LOSS_TOLERANCE, "results": results}
+    text = render(speed_table(summary))
+    assert "unsloth-padded" in text and "ok" in text
+    assert plot_speed(results, tmp_path / "speed.png", title="tiny").stat().st_size > 10_000
