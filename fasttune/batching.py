@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MEMORY_HEADROOM = 0.6
+MEMORY_HEADROOM = 0.8
 """Share of the free memory that one device step's activations may take (the rest: allocator slack, optimizer)."""
 
 
 def activation_bytes_per_token(config) -> int:
     """A generous estimate of the memory one training token needs: bf16 activations that LoRA's backward keeps
-    in every decoder layer (no checkpointing), plus float32 logits and their gradient."""
+    in every decoder layer (no checkpointing), plus float32 logits. (Measured on an H100, 2026-11-21: Unsloth
+    needs about 0.2 MB a token at Llama-3.2-1B's shape, against 1.3 MB estimated here.)"""
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    per_layer = 12 * config.hidden_size + 6 * config.intermediate_size
-    return 2 * config.num_hidden_layers * per_layer + 8 * config.vocab_size
+    per_layer = 4 * config.hidden_size + 2 * config.intermediate_size
+    return 2 * config.num_hidden_layers * per_layer + 4 * config.vocab_size
 
 
 @dataclass(frozen=True)

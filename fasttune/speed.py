@@ -14,14 +14,17 @@ data are fixed-length blocks and tokenised MNLI and NQ-open-with-passage rows. W
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import importlib.metadata
 import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from datetime import datetime
@@ -241,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = Path(args.out or f"runs/speed-{datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="fasttune-speed-"))  # model folders and rows: large, not results
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or embedded.hf_folder())
     summary = {"date": datetime.now().isoformat(timespec="seconds"), "gpu": torch.cuda.get_device_name(0),
                "platform": platform.platform(), "versions": versions(), "args": vars(args),
@@ -249,29 +253,30 @@ def main(argv: list[str] | None = None) -> dict:
     models = [(name, None) for name in args.models] + ([("real:" + Path(args.real_model).name, args.real_model)]
                                                       if args.real_model else [])
     for name, folder in models:
-        model_dir, params, vocab_size = _prepare_model(name, folder, tokenizer, out / "work")
-        long_blocks = params > 5e9
-        for kind in args.data:
-            count = args.rows_per_step * args.steps
-            rows = workload_rows(kind, count, tokenizer, Path(args.data_root),
-                                 args.block_length * (2 if long_blocks else 1), vocab_size, args.seed)
-            rows_path = out / "work" / f"{kind}.json"
-            rows_path.write_text(json.dumps(rows))
-            for stack in args.stacks:
-                console.print(f"[bold]{name} | {kind} | {stack}")
-                measurement = _run_worker(stack, model_dir, rows_path, args, out / "work")
+        model_dir, params, vocab_size = _prepare_model(name, folder, tokenizer, work)
+        block_length = args.block_length * (2 if params > 5e9 else 1)
+        rows = {kind: workload_rows(kind, args.rows_per_step * args.steps, tokenizer, Path(args.data_root),
+                                    block_length, vocab_size, args.seed) for kind in args.data}
+        for kind, kind_rows in rows.items():
+            (work / f"{kind}.json").write_text(json.dumps(kind_rows))
+        for stack in args.stacks:
+            console.print(f"[bold]{name} | {stack}")
+            measurements = _run_worker(stack, model_dir, work, args)
+            for kind, kind_rows in rows.items():
                 result = {"model": name, "data": kind, "stack": stack, "params": params,
-                          "mean_row_tokens": sum(len(r["input_ids"]) for r in rows) / len(rows)}
+                          "mean_row_tokens": sum(len(r["input_ids"]) for r in kind_rows) / len(kind_rows)}
+                measurement = measurements.get(kind, {"error": measurements.get("error", "not measured")})
                 if "error" in measurement:
                     result["error"] = measurement["error"]
                 else:
-                    result.update(summarise(measurement, rows, args.rows_per_step, args.warmup, params,
+                    result.update(summarise(measurement, kind_rows, args.rows_per_step, args.warmup, params,
                                             summary["matmul_peak_tflops"]))
                 summary["results"].append(result)
-                add_comparisons(summary["results"])
-                (out / "speed.json").write_text(json.dumps(summary, indent=2))
+            add_comparisons(summary["results"])
+            (out / "speed.json").write_text(json.dumps(summary, indent=2))
         if folder is None:
-            subprocess.run(["rm", "-rf", str(model_dir)], check=False)
+            shutil.rmtree(model_dir, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     from fasttune.plots import plot_speed
     from fasttune.tables import speed_table
 
@@ -308,8 +313,10 @@ def _prepare_model(name: str, folder: str | None, tokenizer, work: Path) -> tupl
     return model_dir, params, shape["vocab_size"]
 
 
-def _run_worker(stack: str, model_dir: Path, rows_path: Path, args: argparse.Namespace, work: Path) -> dict:
-    spec = {"stack": stack, "model_dir": str(model_dir), "rows": str(rows_path), "rows_per_step": args.rows_per_step,
+def _run_worker(stack: str, model_dir: Path, work: Path, args: argparse.Namespace) -> dict:
+    """Measurements of one stack on every data kind, by data kind (or {"error": ...})."""
+    spec = {"stack": stack, "model_dir": str(model_dir), "rows": {kind: str(work / f"{kind}.json") for kind in args.data},
+            "rows_per_step": args.rows_per_step,
             "steps": args.steps, "warmup_lr_steps": WARMUP_LR_STEPS, "lr": args.lr, "seed": args.seed, "result": str(work / f"{stack}.result.json"),
             "work": str(work / stack)}
     spec_path = work / f"{stack}.spec.json"
@@ -320,18 +327,18 @@ def _run_worker(stack: str, model_dir: Path, rows_path: Path, args: argparse.Nam
                                   capture_output=True, text=True, timeout=args.worker_timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.worker_timeout} s"}
-    if finished.returncode != 0 or not Path(spec["result"]).exists():
+    measured = json.loads(Path(spec["result"]).read_text()) if Path(spec["result"]).exists() else {}
+    if finished.returncode != 0:
         tail = (finished.stdout + finished.stderr).strip().splitlines()[-12:]
         print("\n".join(tail), file=sys.stderr)
-        return {"error": " | ".join(tail[-3:])[-400:]}
-    return json.loads(Path(spec["result"]).read_text())
+        measured["error"] = " | ".join(tail[-3:])[-400:]
+    return measured
 
 
 # ---- the worker: one stack, one model, one workload, in its own process ----
 
 def _worker(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    rows = json.loads(Path(spec["rows"]).read_text())
     stack = spec["stack"]
     if stack == "hf-peft":
         model, pad_id = _hf_peft_model(spec)
@@ -339,15 +346,26 @@ def _worker(spec_path: str) -> None:
         model, pad_id = _fasttune_model(spec)
     else:
         model, pad_id = _unsloth_model(spec)
-    shared_lora_init(model.model if stack == "fasttune" else model, spec["seed"])
-    torch.cuda.reset_peak_memory_stats()
-    if stack in ("unsloth-padded", "hf-peft"):
-        measurement = plain_loop(model, rows, spec, pad_id)
-    else:
-        trainer = fasttune_trainer(model, rows, spec) if stack == "fasttune" else _notebook_trainer(model, rows, spec)
-        measurement = timed_trainer_run(trainer)
-    measurement["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
-    Path(spec["result"]).write_text(json.dumps(measurement))
+    measurements = {}
+    for kind, rows_path in spec["rows"].items():
+        rows = json.loads(Path(rows_path).read_text())
+        shared_lora_init(model.model if stack == "fasttune" else model, spec["seed"])
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        try:
+            if stack in ("unsloth-padded", "hf-peft"):
+                measurement = plain_loop(model, rows, spec, pad_id)
+            else:
+                trainer = (fasttune_trainer(model, rows, spec) if stack == "fasttune"
+                           else _notebook_trainer(model, rows, spec))
+                measurement = timed_trainer_run(trainer)
+                del trainer
+        except torch.OutOfMemoryError as error:
+            measurement = {"error": f"out of GPU memory: {str(error)[:200]}"}
+        measurement["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+        measurements[kind] = measurement
+        Path(spec["result"]).write_text(json.dumps(measurements))
 
 
 def shared_lora_init(model, seed: int) -> None:
