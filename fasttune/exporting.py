@@ -158,6 +158,37 @@ def export(source, out_dir: str | Path, formats=FORMATS, gguf_quants=("q8_0", "q
     return result
 
 
+@dataclass
+class Parity:
+    """Two evaluations of one task split (e.g. merged vs GGUF): metric delta and how often the answers agree."""
+
+    labels: tuple[str, str]
+    metric: str
+    a: float
+    b: float
+    delta: float
+    agreement: float
+    """Share of paired examples with the same parsed answer."""
+    n: int
+    comparison: object = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if key != "comparison"} | {
+            "p_value": self.comparison.rows[0].p_value, "test": self.comparison.rows[0].test}
+
+
+def parity(a, b, labels: tuple[str, str] = ("merged", "gguf")) -> Parity:
+    """Parity of reports `a` and `b` of the same task split: primary-metric delta (b - a) and answer agreement."""
+    from fasttune.comparison import compare
+
+    comparison = compare(a, b, labels=labels)
+    answers = {record["id"]: record["parsed"] for record in b.records}
+    paired = [(record["parsed"], answers[record["id"]]) for record in a.records if record["id"] in answers]
+    row = next(row for row in comparison.rows if row.metric == a.primary)
+    return Parity(labels, a.primary, row.a, row.b, row.b - row.a,
+                  sum(x == y for x, y in paired) / len(paired), len(paired), comparison)
+
+
 def merge_to_16bit(adapter_dir: Path | None, base_path: Path, folder: Path, dtype: str, card: dict) -> Path:
     """Merge the adapter into the float32 base weights (never 4-bit ones), cast to `dtype`, save as safetensors."""
     import torch
