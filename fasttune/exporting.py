@@ -1,4 +1,4 @@
-"""Export a tuned model: LoRA adapter, merged 16-bit weights, GGUF for llama.cpp / Ollama — each checked by running it.
+"""Export a tuned model: LoRA adapter, merged 16-bit weights, GGUF for llama.cpp / Ollama; each checked by running.
 
     result = fasttune.export(run, "exports/rte", formats=("adapter", "merged_16bit", "gguf"),
                              gguf_quants=("q8_0", "q4_k_m"))
@@ -306,10 +306,9 @@ def _greedy_transformers(model, tokenizer, prompts: list[str], max_new_tokens: i
     tokens, texts = [], []
     with torch.inference_mode():
         for prompt in prompts:
-            ids = data.prompt_ids(tokenizer, [{"role": "user", "content": prompt}])
-            out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                 max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end_id,
-                                 pad_token_id=end_id)[0, len(ids):].tolist()
+            ids = torch.tensor([data.prompt_ids(tokenizer, [{"role": "user", "content": prompt}])])
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end_id,
+                                 pad_token_id=end_id)[0, ids.shape[1]:].tolist()
             out = out[: out.index(end_id)] if end_id in out else out
             tokens.append(out)
             texts.append(tokenizer.decode(out, skip_special_tokens=True).strip())

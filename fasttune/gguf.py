@@ -86,7 +86,8 @@ def _extract_converter(sdist: Path, folder: Path) -> None:
         root = archive.getnames()[0].split("/")[0]
         prefix = f"{root}/vendor/llama.cpp/"
         members = [member for member in archive.getmembers() if member.name.startswith(prefix)
-                   and member.name[len(prefix):].split("/")[0] in CONVERTER_MEMBERS and (member.isfile() or member.isdir())]
+                   and member.name[len(prefix):].split("/")[0] in CONVERTER_MEMBERS
+                   and (member.isfile() or member.isdir())]
         if not any(member.name.endswith("convert_hf_to_gguf.py") for member in members):
             raise FasttuneError(f"No llama.cpp converter inside {sdist} (expected {prefix}convert_hf_to_gguf.py).")
         for member in members:
@@ -145,7 +146,8 @@ def ollama_template_pieces(tokenizer) -> dict[str, str]:
     after_prompt, after_response = rest.split(marks["response"])
     shown_default = default.split(marks["prompt"])[0]
     system = ""
-    if shown_default.startswith(before) and shown_default.endswith(between) and len(shown_default) > len(before + between):
+    if (shown_default.startswith(before) and shown_default.endswith(between)
+            and len(shown_default) > len(before + between)):
         system = shown_default[len(before):len(shown_default) - len(between)]
     if system:  # the chat template always writes a system turn
         head = f"{before}{{{{ .System }}}}{between}"

@@ -13,8 +13,8 @@ from fasttune.errors import FasttuneError, raise_problems
 METHODS = ("linear", "ties", "dare_linear", "svd")
 
 
-def merge_adapters(adapters: list, weights: list[float], method: Literal["linear", "ties", "dare_linear", "svd"] = "linear",
-                   *, out_dir: str | Path | None = None, density: float = 0.5, svd_rank: int | None = None,
+def merge_adapters(adapters: list, weights: list[float],
+                   method: Literal["linear", "ties", "dare_linear", "svd"] = "linear", *, out_dir: str | Path | None = None, density: float = 0.5, svd_rank: int | None = None,
                    seed: int = 0) -> Path:
     """Merge adapter folders (or Runs) trained on the same base into a new adapter folder, with a fasttune card.
 
@@ -22,7 +22,8 @@ def merge_adapters(adapters: list, weights: list[float], method: Literal["linear
     the update also holds cross terms B_i A_j (PEFT calls it a rough approximation). svd: the weighted sum of the
     full updates, truncated to `svd_rank` (default: the largest rank). ties / dare_linear: the factors pruned to
     `density` (TIES sign election; DARE random drop with rescaling, seeded by `seed`) then summed.
-    Writes `out_dir` (default runs/merge-<method>-<time>); it loads with `fasttune.load(out_dir)` and exports like any adapter.
+    Writes `out_dir` (default runs/merge-<method>-<time>), which loads with `fasttune.load(out_dir)` and exports
+    like any adapter.
     """
     import torch
     from peft import PeftModel

@@ -61,8 +61,9 @@ def test_linear_half_half_equals_the_hand_computed_weighted_delta(two_adapters, 
     assert len(got) == 14  # 7 projections x 2 layers
     for module, delta in got.items():
         # PEFT's linear: sum of sqrt(w * scaling)-weighted B's times sum of sqrt(w * scaling)-weighted A's
-        lora_b = (0.5 * scale_a) ** 0.5 * a[f"{module}.lora_B.weight"] + (0.5 * scale_b) ** 0.5 * b[f"{module}.lora_B.weight"]
-        lora_a = (0.5 * scale_a) ** 0.5 * a[f"{module}.lora_A.weight"] + (0.5 * scale_b) ** 0.5 * b[f"{module}.lora_A.weight"]
+        root_a, root_b = (0.5 * scale_a) ** 0.5, (0.5 * scale_b) ** 0.5
+        lora_b = root_a * a[f"{module}.lora_B.weight"] + root_b * b[f"{module}.lora_B.weight"]
+        lora_a = root_a * a[f"{module}.lora_A.weight"] + root_b * b[f"{module}.lora_A.weight"]
         torch.testing.assert_close(delta, lora_b @ lora_a, atol=1e-6, rtol=1e-5)
 
 
