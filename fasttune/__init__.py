@@ -31,6 +31,8 @@ _LAZY = {
     "Run": "fasttune.training",
     "evaluate": "fasttune.evaluation", "EvalConfig": "fasttune.evaluation", "Report": "fasttune.evaluation",
     "compare": "fasttune.comparison", "Comparison": "fasttune.comparison",
+    "export": "fasttune.exporting", "ExportResult": "fasttune.exporting",
+    "merge_adapters": "fasttune.merging",
 }
 
 

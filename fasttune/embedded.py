@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def convert_gguf(source: Path, folder: Path) -> Path:
     tokenizer.eos_token = END_OF_TURN
     tokenizer.pad_token = END_OF_TURN
     tokenizer.clean_up_tokenization_spaces = False
-    _fix_byte_level_decoding(tokenizer)
+    fix_byte_level_decoding(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
     model.hf_quantizer.remove_quantization_config(model)  # save_pretrained refuses a GGUF-loaded model otherwise
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
@@ -61,7 +62,14 @@ def convert_gguf(source: Path, folder: Path) -> Path:
     return folder
 
 
-def _fix_byte_level_decoding(tokenizer) -> None:
+def has_byte_fallback_mismatch(tokenizer) -> bool:
+    """True for a byte-level BPE tokenizer with byte fallback on, as the GGUF path writes SmolLM2's."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    return (state["model"].get("type") == "BPE" and bool(state["model"].get("byte_fallback"))
+            and "ByteLevel" in json.dumps(state.get("pre_tokenizer")))
+
+
+def fix_byte_level_decoding(tokenizer) -> None:
     """Make tokenizer.json a plain byte-level BPE, as llama.cpp's converter expects for SmolLM2."""
     from tokenizers import decoders
 

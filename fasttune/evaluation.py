@@ -90,10 +90,14 @@ class Report:
         return render(self.__rich__())
 
 
-def evaluate(model: Model, task: Task, split: str = "test", *, limit: int | None = None,
+def evaluate(model: Model | str | Path, task: Task, split: str = "test", *, limit: int | None = None,
              config: EvalConfig | None = None) -> Report:
-    """Score `model` on a task split; parse failures count as wrong and are reported."""
+    """Score `model` (or a GGUF file, run by llama.cpp) on a task split; parse failures count as wrong."""
     config = config or EvalConfig(split=split, limit=limit)
+    if not isinstance(model, Model):
+        from fasttune.gguf_engine import GgufModel
+
+        model = GgufModel.open(model)
     examples = task.load(config.split)[: config.limit]
     has_choices = task.choices(examples[0]) is not None
     use_loglik = config.engine == "loglik" or (config.engine == "auto" and has_choices)
@@ -101,6 +105,11 @@ def evaluate(model: Model, task: Task, split: str = "test", *, limit: int | None
         raise FasttuneError(f"Task '{task.name}' has no choices, so it cannot be scored by log-likelihood "
                             "(engine='loglik'). Use engine='generate'.")
     started = time.perf_counter()
+    if not isinstance(model, Model):  # a GgufModel
+        outputs = (model.loglik_choices(task, examples) if use_loglik else
+                   model.generate(task, examples, config.max_new_tokens or task.max_new_tokens))
+        return _build_report(model, task, examples, outputs, "loglik" if use_loglik else "generate",
+                             time.perf_counter() - started, config)
     backend.for_inference(model)
     with torch.inference_mode():
         if use_loglik:

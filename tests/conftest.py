@@ -25,16 +25,26 @@ def embedded_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, embedded_dir) -> Path:
     """A 2-layer, 64-wide Llama with random weights and SmolLM2's tokenizer and chat template."""
+    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama"), embedded_dir, hidden=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_model_dir(tmp_path_factory, embedded_dir) -> Path:
+    """The tiny Llama 256 wide: llama.cpp's K-quants pack rows in blocks of 256, narrower rows fall back to others."""
+    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama-256"), embedded_dir, hidden=256)
+
+
+def _tiny_llama(folder: Path, embedded_dir: Path, hidden: int) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_dir)
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, eos_token_id=end, pad_token_id=end, bos_token_id=1)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, tie_word_embeddings=True, eos_token_id=end, pad_token_id=end,
+                         bos_token_id=1)
     torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -1,0 +1,424 @@
+"""Export a tuned model: LoRA adapter, merged 16-bit weights, GGUF for llama.cpp / Ollama; each checked by running.
+
+    result = fasttune.export(run, "exports/rte", formats=("adapter", "merged_16bit", "gguf"),
+                             gguf_quants=("q8_0", "q4_k_m"))
+    python -m fasttune.exporting runs/rte/adapter exports/rte --gguf-quants q8_0 q4_k_m
+    python -m fasttune.exporting --fetch-converter      # once, after installation: llama.cpp's GGUF converter
+
+Everything is written into a hidden sibling folder, loaded back and run on a few prompts, and only then renamed to
+`out_dir`: a half-written export never looks complete. Weights are read and written as safetensors only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fasttune import gguf
+from fasttune.errors import FasttuneError, unknown_name
+from fasttune.progress import console, new_progress
+
+FORMATS = ("adapter", "merged_16bit", "gguf")
+CARD_NAME = "fasttune.json"  # = backend.CARD_NAME, repeated so that importing this module stays cheap
+CHECK_PROMPTS = ("What is the capital of France?",
+                 "Which number is larger, 412 or 97? Answer with the number only.",
+                 "Write one sentence about the sea.")
+_ADAPTER_FILES = re.compile(r".*\.(safetensors|json|jinja|txt|model)$")
+
+
+@dataclass
+class Check:
+    """One written artifact loaded back and run: its greedy outputs, and agreement with the reference artifact."""
+
+    artifact: str
+    engine: str
+    outputs: list[str]
+    tokens: list[list[int]] = field(repr=False)
+    reference: str | None = None
+    agreement: float | None = None
+    """Share of prompts whose greedy tokens equal the reference's."""
+    same_prompt_tokens: bool | None = None
+    """GGUF only: llama.cpp tokenized every rendered prompt exactly as transformers did."""
+
+
+@dataclass
+class ExportResult:
+    """What `export` wrote and what running it gave."""
+
+    out_dir: Path
+    adapter_dir: Path | None
+    merged_dir: Path | None
+    gguf_files: dict[str, Path]
+    modelfiles: dict[str, Path]
+    checks: list[Check]
+    prompts: list[str]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        summary = asdict(self)
+        for check in summary["checks"]:
+            check.pop("tokens")
+        return json.loads(json.dumps(summary, default=str))
+
+    def __rich__(self):
+        from rich.table import Table
+
+        table = Table(title=f"export {self.out_dir} ({self.seconds:.0f}s)")
+        for column in ("artifact", "engine", "agrees with", "greedy agreement", "first output"):
+            table.add_column(column, overflow="fold")
+        for check in self.checks:
+            agreement = "" if check.agreement is None else f"{100 * check.agreement:.0f}%"
+            table.add_row(check.artifact, check.engine, check.reference or "", agreement, check.outputs[0][:60])
+        return table
+
+
+def export(source, out_dir: str | Path, formats=FORMATS, gguf_quants=("q8_0", "q4_k_m"), *,
+           merged_dtype: Literal["bfloat16", "float16"] = "bfloat16", prompts: list[str] | None = None,
+           max_new_tokens: int = 16, reports=(), llama_cpp_dir: str | Path | None = None,
+           overwrite: bool = False) -> ExportResult:
+    """Write `source` (a fasttune Model or Run, an adapter folder, or a model folder) to `out_dir` in `formats`.
+
+    adapter: PEFT safetensors with the fasttune.json card (base, task, training settings; metrics of `reports`).
+    merged_16bit: LoRA merged in float32 into the base weights reloaded from the base folder, saved in
+    `merged_dtype` with the tokenizer and chat template. gguf: one file per type of `gguf_quants` (f16, bf16, q8_0
+    by llama.cpp's converter, the rest by its quantizer) and an Ollama Modelfile each. Every artifact is then
+    loaded and run greedily on `prompts`; the result records the outputs and their agreement.
+    """
+    started = time.perf_counter()
+    formats, gguf_quants = tuple(formats), tuple(gguf_quants) if "gguf" in formats else ()
+    for name in formats:
+        if name not in FORMATS:
+            raise unknown_name("export format", name, list(FORMATS))
+    if merged_dtype not in ("bfloat16", "float16"):
+        raise FasttuneError(f"merged_dtype must be bfloat16 or float16 (merged_dtype={merged_dtype!r}).")
+    gguf.check_quant_types(gguf_quants)
+    if gguf_quants:
+        gguf.converter_dir(llama_cpp_dir)  # fail before any work when the converter is missing
+    adapter_dir, base_path, card = _resolve(source)
+    if "adapter" in formats and adapter_dir is None:
+        raise FasttuneError(f"There is no adapter to export (source={source}): formats='adapter' needs a tuned "
+                            "model, a Run or an adapter folder.")
+    out_dir = Path(out_dir).expanduser().resolve()
+    if out_dir.exists() and not overwrite:
+        raise FasttuneError(f"The export folder exists (out_dir={out_dir}). Choose another or pass overwrite=True.")
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    work = staging / ".work"  # intermediate files, deleted before the rename
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", base_path.name).strip(".-") or "model"
+    prompts = list(prompts or CHECK_PROMPTS)
+    merged = staging / "merged_16bit" if "merged_16bit" in formats else work / "merged_16bit"
+    needs_merge = "merged_16bit" in formats or gguf_quants
+    gguf_files: dict[str, Path] = {}
+    modelfiles: dict[str, Path] = {}
+    checks: list[Check] = []
+    total = ("adapter" in formats) * 2 + bool(needs_merge) * 2 + len(gguf_quants) * 2 + 1
+    with _steps(total) as step:
+        if "adapter" in formats:
+            with step("write adapter"):
+                _write_adapter(adapter_dir, _inside(staging / "adapter", staging), card, reports)
+            with step("check adapter (transformers)"):
+                checks.append(_check_transformers("adapter", staging / "adapter", base_path, prompts,
+                                                  max_new_tokens))
+        if needs_merge:
+            with step(f"merge LoRA into {merged_dtype} weights"):
+                merge_to_16bit(adapter_dir, base_path, _inside(merged, staging), merged_dtype, card)
+            with step("check merged_16bit (transformers)"):
+                checks.append(_check_transformers("merged_16bit", merged, None, prompts, max_new_tokens,
+                                                  reference=checks[0] if checks else None))
+        merged_check = checks[-1] if needs_merge else None
+        for quant in gguf_quants:
+            target = _inside(staging / "gguf" / f"{stem}-{quant}.gguf", staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with step(f"write GGUF {quant}"):
+                _write_gguf(merged, target, quant, work, llama_cpp_dir)
+                modelfiles[quant] = _write_modelfile(target, merged)
+                gguf_files[quant] = target
+            with step(f"check GGUF {quant} (llama.cpp)"):
+                checks.append(_check_gguf(target, merged, prompts, max_new_tokens, merged_check))
+        with step("finish"):
+            shutil.rmtree(work, ignore_errors=True)
+            result = ExportResult(out_dir, out_dir / "adapter" if "adapter" in formats else None,
+                                  out_dir / "merged_16bit" if "merged_16bit" in formats else None,
+                                  {q: out_dir / "gguf" / p.name for q, p in gguf_files.items()},
+                                  {q: out_dir / "gguf" / p.name for q, p in modelfiles.items()},
+                                  checks, prompts, 0.0)
+            result.seconds = time.perf_counter() - started
+            (staging / "export.json").write_text(json.dumps(result.to_dict(), indent=2))
+            _replace(staging, out_dir)
+    console.print(result)
+    return result
+
+
+@dataclass
+class Parity:
+    """Two evaluations of one task split (e.g. merged vs GGUF): metric delta and how often the answers agree."""
+
+    labels: tuple[str, str]
+    metric: str
+    a: float
+    b: float
+    delta: float
+    agreement: float
+    """Share of paired examples with the same parsed answer."""
+    n: int
+    comparison: object = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if key != "comparison"} | {
+            "p_value": self.comparison.rows[0].p_value, "test": self.comparison.rows[0].test}
+
+
+def parity(a, b, labels: tuple[str, str] = ("merged", "gguf")) -> Parity:
+    """Parity of reports `a` and `b` of the same task split: primary-metric delta (b - a) and answer agreement."""
+    from fasttune.comparison import compare
+
+    comparison = compare(a, b, labels=labels)
+    answers = {record["id"]: record["parsed"] for record in b.records}
+    paired = [(record["parsed"], answers[record["id"]]) for record in a.records if record["id"] in answers]
+    row = next(row for row in comparison.rows if row.metric == a.primary)
+    return Parity(labels, a.primary, row.a, row.b, row.b - row.a,
+                  sum(x == y for x, y in paired) / len(paired), len(paired), comparison)
+
+
+def merge_to_16bit(adapter_dir: Path | None, base_path: Path, folder: Path, dtype: str, card: dict) -> Path:
+    """Merge the adapter into the float32 base weights (never 4-bit ones), cast to `dtype`, save as safetensors."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fasttune import backend, embedded
+
+    config = json.loads((base_path / "config.json").read_text())
+    if config.get("quantization_config"):
+        raise FasttuneError(f"The base model is a quantized checkpoint (base_model={base_path}, "
+                            f"quantization_config={config['quantization_config'].get('quant_method')}); merging into "
+                            "quantized weights loses accuracy. Point the adapter card's base_model at 16-bit weights.")
+    _require_safetensors(base_path)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, local_files_only=True,
+                                                 use_safetensors=True)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir or base_path, local_files_only=True)
+    if embedded.has_byte_fallback_mismatch(tokenizer):
+        embedded.fix_byte_level_decoding(tokenizer)
+    end = backend.end_of_turn_token(tokenizer)
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(end)
+    model.to(getattr(torch, dtype)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    merged_card = {**card, "merged_from": str(adapter_dir) if adapter_dir else None, "dtype": dtype}
+    (folder / CARD_NAME).write_text(json.dumps(merged_card, indent=2, default=str))
+    return folder
+
+
+def _resolve(source) -> tuple[Path | None, Path, dict]:
+    """(adapter folder or None, base model folder, card) of a Model, a Run, an adapter folder or a model folder."""
+    from fasttune.backend import Model
+    from fasttune.training import Run
+
+    if isinstance(source, Run):
+        source = source.model
+    if isinstance(source, Model):
+        if source.adapter_dir is None and hasattr(source.model, "peft_config"):
+            raise FasttuneError("The model carries LoRA weights that were never saved (adapter_dir=None). Export "
+                                "the Run returned by fasttune.train, or a saved adapter folder.")
+        if source.adapter_dir is None:
+            return None, source.base_path, {"base_model": str(source.base_path)}
+        return source.adapter_dir, source.base_path, _read_card(source.adapter_dir)
+    path = Path(source).expanduser()
+    if (path / "adapter_config.json").is_file():
+        card = _read_card(path)
+        base = card.get("base_model") or json.loads((path / "adapter_config.json").read_text()).get(
+            "base_model_name_or_path")
+        if not base or not Path(base).is_dir():
+            raise FasttuneError(f"The base model of adapter {path} is not a local folder (base_model={base}). "
+                                f"Edit 'base_model' in {path / CARD_NAME} to point at it.")
+        return path, Path(base), card
+    if (path / "config.json").is_file():
+        return None, path, {"base_model": str(path)}
+    raise FasttuneError(f"Nothing to export at {path} (source={source}): expected a fasttune Model or Run, an "
+                        "adapter folder (adapter_config.json) or a model folder (config.json).")
+
+
+def _read_card(adapter_dir) -> dict:
+    path = Path(adapter_dir) / CARD_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _require_safetensors(folder: Path) -> None:
+    if not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
+        raise FasttuneError(f"No safetensors weights in {folder} (found: {', '.join(pickled) or 'none'}). fasttune "
+                            "reads weights as safetensors only; convert them with safetensors first.")
+
+
+def _write_adapter(adapter_dir: Path, folder: Path, card: dict, reports) -> None:
+    _require_safetensors(adapter_dir)
+    folder.mkdir(parents=True)
+    for path in sorted(adapter_dir.iterdir()):
+        if path.is_file() and _ADAPTER_FILES.match(path.name) and path.name != CARD_NAME:
+            shutil.copy2(path, folder / path.name)
+    evaluations = [{"task": r.task, "split": r.split, "n": r.n, "engine": r.engine, "metrics": r.metrics,
+                    "intervals": r.intervals, "parse_failures": r.parse_failures} for r in reports]
+    card = {**card, "evaluations": [*card.get("evaluations", []), *evaluations]}
+    (folder / CARD_NAME).write_text(json.dumps(card, indent=2, default=str))
+
+
+def _write_gguf(merged: Path, target: Path, quant: str, work: Path, llama_cpp_dir) -> None:
+    if quant in gguf.CONVERTER_TYPES:
+        gguf.convert(merged, target, quant, llama_cpp_dir)
+        return
+    source = target.with_name(target.name.replace(f"-{quant}.gguf", "-f16.gguf"))
+    if not source.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        source = work / "f16.gguf"
+        if not source.is_file():
+            gguf.convert(merged, source, "f16", llama_cpp_dir)
+    gguf.quantize(source, target, quant)
+
+
+def _write_modelfile(target: Path, merged: Path) -> Path:
+    from transformers import AutoTokenizer
+
+    from fasttune.backend import end_of_turn_token
+
+    tokenizer = AutoTokenizer.from_pretrained(merged, local_files_only=True)
+    path = target.with_name(f"Modelfile.{target.stem.rsplit('-', 1)[-1]}")
+    path.write_text(gguf.modelfile(target.name, tokenizer, end_of_turn_token(tokenizer)))
+    return path
+
+
+def _greedy_transformers(model, tokenizer, prompts: list[str], max_new_tokens: int) -> tuple[list, list]:
+    import torch
+
+    from fasttune import data
+    from fasttune.backend import end_of_turn_token
+
+    end_id = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
+    tokens, texts = [], []
+    with torch.inference_mode():
+        for prompt in prompts:
+            ids = torch.tensor([data.prompt_ids(tokenizer, [{"role": "user", "content": prompt}])])
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end_id,
+                                 pad_token_id=end_id)[0, ids.shape[1]:].tolist()
+            out = out[: out.index(end_id)] if end_id in out else out
+            tokens.append(out)
+            texts.append(tokenizer.decode(out, skip_special_tokens=True).strip())
+    return tokens, texts
+
+
+def _check_transformers(artifact: str, folder: Path, base_path: Path | None, prompts: list[str],
+                        max_new_tokens: int, reference: Check | None = None) -> Check:
+    """Load a written adapter (on its float32 base) or merged folder with transformers and run the prompts."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base_path or folder, dtype=torch.float32, local_files_only=True,
+                                                 use_safetensors=True)
+    if base_path is not None:
+        model = PeftModel.from_pretrained(model, folder)
+    model.eval()
+    tokens, texts = _greedy_transformers(model, AutoTokenizer.from_pretrained(folder, local_files_only=True),
+                                         prompts, max_new_tokens)
+    return _with_agreement(Check(artifact, "transformers", texts, tokens), reference)
+
+
+def _check_gguf(path: Path, merged: Path, prompts: list[str], max_new_tokens: int, reference: Check | None) -> Check:
+    """Load a written GGUF with llama.cpp, run the prompts from transformers' token ids, compare tokenization."""
+    from transformers import AutoTokenizer
+
+    from fasttune import data
+    from fasttune.gguf_engine import GgufModel
+
+    model = GgufModel.open(path, n_ctx=512)
+    tokenizer = AutoTokenizer.from_pretrained(merged, local_files_only=True)
+    tokens, texts, same = [], [], True
+    for prompt in prompts:
+        messages = [{"role": "user", "content": prompt}]
+        ids = data.prompt_ids(tokenizer, messages)
+        same &= model.tokenize(model.render(messages)) == ids
+        tokens.append(model.greedy(ids, max_new_tokens))
+        texts.append(model.llama.detokenize(tokens[-1]).decode("utf-8", errors="replace").strip())
+    check = Check(f"gguf {path.stem.rsplit('-', 1)[-1]}", "llama.cpp", texts, tokens, same_prompt_tokens=same)
+    return _with_agreement(check, reference)
+
+
+def _with_agreement(check: Check, reference: Check | None) -> Check:
+    if not any(check.tokens):
+        raise FasttuneError(f"The written {check.artifact} produced no tokens for any check prompt.")
+    if reference is not None:
+        check.reference = reference.artifact
+        check.agreement = sum(a == b for a, b in zip(check.tokens, reference.tokens, strict=True)) / len(check.tokens)
+    return check
+
+
+def _inside(path: Path, root: Path) -> Path:
+    """`path`, after checking that it stays inside `root` (no name may lead an export elsewhere)."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise FasttuneError(f"Export path leaves the export folder (path={path}, folder={root}).")
+    return path
+
+
+def _replace(staging: Path, out_dir: Path) -> None:
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if out_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.replace(old)
+    staging.replace(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def _steps(total: int) -> Iterator[Callable]:
+    """A progress bar over export steps; an error inside a step is re-raised naming the step."""
+    with new_progress() as progress:
+        bar = progress.add_task("export", total=total, status="")
+
+        @contextmanager
+        def step(name: str):
+            progress.update(bar, description=f"export: {name}")
+            try:
+                yield
+            except FasttuneError as error:
+                raise FasttuneError(f"Export step '{name}' failed: {str(error).removeprefix('fasttune: ')}") from error
+            except Exception as error:
+                raise FasttuneError(f"Export step '{name}' failed: {type(error).__name__}: {error}") from error
+            progress.advance(bar)
+
+        yield step
+
+
+def main(argv: list[str] | None = None) -> ExportResult | None:
+    parser = argparse.ArgumentParser(prog="python -m fasttune.exporting", description=__doc__.splitlines()[0])
+    parser.add_argument("source", nargs="?", help="adapter folder (e.g. runs/rte/adapter) or model folder")
+    parser.add_argument("out_dir", nargs="?", help="export folder (must not exist unless --overwrite)")
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    parser.add_argument("--gguf-quants", nargs="+", default=["q8_0", "q4_k_m"], help="f16 bf16 q8_0 q4_k_m ...")
+    parser.add_argument("--merged-dtype", choices=["bfloat16", "float16"], default="bfloat16")
+    parser.add_argument("--llama-cpp-dir", help="a llama.cpp checkout holding convert_hf_to_gguf.py")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--fetch-converter", action="store_true",
+                        help="put llama.cpp's converter into fasttune's cache (once, needs the package registry)")
+    parser.add_argument("--sdist", help="with --fetch-converter: a downloaded llama_cpp_python-*.tar.gz to use")
+    args = parser.parse_args(argv)
+    if args.fetch_converter:
+        console.print(f"llama.cpp converter in {gguf.fetch_converter(args.sdist)}")
+        if not args.source:
+            return None
+    if not args.source or not args.out_dir:
+        parser.error("source and out_dir are required (or --fetch-converter alone)")
+    return export(args.source, args.out_dir, formats=args.formats, gguf_quants=args.gguf_quants,
+                  merged_dtype=args.merged_dtype, llama_cpp_dir=args.llama_cpp_dir, overwrite=args.overwrite)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Scoring a GGUF file with llama.cpp (llama-cpp-python): greedy generation and log-likelihood of choices.
+
+`fasttune.evaluate("model.gguf", task)` uses this engine. Prompts are rendered with the chat template stored in the
+GGUF file itself, as llama.cpp and Ollama users get them.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fasttune.errors import FasttuneError
+from fasttune.progress import progress_bar
+from fasttune.task import Messages, Task
+
+
+@dataclass
+class GgufModel:
+    """A GGUF file opened by llama.cpp, with its chat template and end-of-turn token."""
+
+    path: Path
+    llama: Any
+    end_of_turn_id: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, n_ctx: int = 1024, n_threads: int | None = None) -> GgufModel:
+        """Load `path` on the CPU (logits of every position kept, for log-likelihood scoring).
+
+        `n_threads` defaults to llama-cpp-python's (half the cores): ggml's spinning threads slow down several
+        times over when they outnumber free cores.
+        """
+        import llama_cpp
+
+        path = Path(path)
+        if path.suffix != ".gguf" or not path.is_file():
+            raise FasttuneError(f"Not a GGUF file (model={path}). Pass a .gguf file written by fasttune.export "
+                                "or a fasttune.Model.")
+        with _without_weight_repacking():
+            llama = llama_cpp.Llama(str(path), n_ctx=n_ctx, logits_all=True,
+                                    **({"n_threads": n_threads} if n_threads else {}),
+                                    verbose=False)
+        if "tokenizer.chat_template" not in llama.metadata:
+            raise FasttuneError(f"{path} has no chat template (tokenizer.chat_template); fasttune tasks are chat "
+                                "prompts. Export from a model whose tokenizer has one.")
+        model = cls(path, llama, -1)
+        model.end_of_turn_id = model._end_of_turn_id()
+        return model
+
+    def render(self, messages: Messages) -> str:
+        """The chat-template text of `messages`, ending where the assistant's reply begins."""
+        return self._chat_formatter(add_generation_prompt=True)(messages=messages).prompt
+
+    def _chat_formatter(self, add_generation_prompt: bool):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        return Jinja2ChatFormatter(self.llama.metadata["tokenizer.chat_template"],
+                                   eos_token=self._token_text(self.llama.token_eos()),
+                                   bos_token=self._token_text(self.llama.token_bos()),
+                                   add_generation_prompt=add_generation_prompt)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llama.tokenize(text.encode(), add_bos=False, special=True)
+
+    def greedy(self, prompt: list[int], max_new_tokens: int) -> list[int]:
+        """Greedy continuation of token ids `prompt`, stopped before the end-of-turn token."""
+        tokens = []
+        for token in self.llama.generate(prompt, temp=0.0, top_k=1, reset=True):
+            if token == self.end_of_turn_id or token == self.llama.token_eos() or len(tokens) == max_new_tokens:
+                break
+            tokens.append(token)
+        return tokens
+
+    def generate(self, task: Task, examples: list[dict], max_new_tokens: int) -> list[str]:
+        """Greedy completions of each example's prompt."""
+        texts = []
+        with progress_bar(f"generating {task.name} (llama.cpp)", len(examples)) as advance:
+            for example in examples:
+                tokens = self.greedy(self.tokenize(self.render(task.format(example).prompt)), max_new_tokens)
+                texts.append(self.llama.detokenize(tokens).decode("utf-8", errors="replace").strip())
+                advance(1)
+        return texts
+
+    def loglik_choices(self, task: Task, examples: list[dict]) -> list[str]:
+        """For each example, the choice whose tokens (plus end of turn) have the highest summed log-probability."""
+        picks = []
+        with progress_bar(f"scoring {task.name} (llama.cpp)", len(examples)) as advance:
+            for example in examples:
+                prompt = self.tokenize(self.render(task.format(example).prompt))
+                options = task.choices(example)
+                scores = [self._continuation_logprob(prompt, self.tokenize(option) + [self.end_of_turn_id])
+                          for option in options]
+                picks.append(options[int(np.argmax(scores))])
+                advance(1)
+        return picks
+
+    def _continuation_logprob(self, prompt: list[int], continuation: list[int]) -> float:
+        self.llama.reset()
+        self.llama.eval(prompt + continuation)
+        logits = np.asarray(self.llama.scores[len(prompt) - 1:len(prompt) + len(continuation) - 1], dtype=np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return float(log_probs[np.arange(len(continuation)), continuation].sum())
+
+    def _token_text(self, token: int) -> str:
+        return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    def _end_of_turn_id(self) -> int:
+        marker = "\u2063fasttune\u2063"
+        rendered = self._chat_formatter(add_generation_prompt=False)(
+            messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]).prompt
+        tail = self.tokenize(rendered.split(marker, 1)[1])
+        return tail[0] if tail else self.llama.token_eos()
+
+
+@contextmanager
+def _without_weight_repacking():
+    """Load with llama.cpp's CPU weight repacking ("extra buffer types") off.
+
+    On the AMX-capable Xeon CPUs measured here (2026-11), llama.cpp 0.3.36's AMX matmul on repacked quantized
+    weights segfaults the whole process; f16 files are unaffected. llama-cpp-python exposes the switch
+    (use_extra_bufts) only through the default model parameters, so they are wrapped while the model loads.
+    """
+    import llama_cpp.llama_cpp as raw
+
+    original = raw.llama_model_default_params
+
+    def params():
+        value = original()
+        value.use_extra_bufts = False
+        return value
+
+    raw.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        raw.llama_model_default_params = original

@@ -1,0 +1,93 @@
+"""Weighted merging of LoRA adapters of one base model into a new adapter, through PEFT's add_weighted_adapter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from fasttune.errors import FasttuneError, raise_problems
+
+METHODS = ("linear", "ties", "dare_linear", "svd")
+
+
+def merge_adapters(adapters: list, weights: list[float],
+                   method: Literal["linear", "ties", "dare_linear", "svd"] = "linear", *, out_dir: str | Path | None = None, density: float = 0.5, svd_rank: int | None = None,
+                   seed: int = 0) -> Path:
+    """Merge adapter folders (or Runs) trained on the same base into a new adapter folder, with a fasttune card.
+
+    linear: PEFT weights the A and B factors by sqrt(weight * scaling) and sums each, so with several adapters
+    the update also holds cross terms B_i A_j (PEFT calls it a rough approximation). svd: the weighted sum of the
+    full updates, truncated to `svd_rank` (default: the largest rank). ties / dare_linear: the factors pruned to
+    `density` (TIES sign election; DARE random drop with rescaling, seeded by `seed`) then summed.
+    Writes `out_dir` (default runs/merge-<method>-<time>), which loads with `fasttune.load(out_dir)` and exports
+    like any adapter.
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    folders = [Path(getattr(adapter, "adapter_dir", adapter)) for adapter in adapters]
+    cards = [_card(folder) for folder in folders]
+    problems = []
+    if len(folders) < 2:
+        problems.append(f"merge needs at least two adapters (adapters={len(folders)})")
+    if len(weights) != len(folders):
+        problems.append(f"give one weight per adapter (weights={list(weights)}, adapters={len(folders)})")
+    if method not in METHODS:
+        problems.append(f"method must be one of {', '.join(METHODS)} (method={method!r})")
+    if not 0 < density <= 1:
+        problems.append(f"density must be in (0, 1] (density={density})")
+    bases = {card["base_model"] for card in cards}
+    if len(bases) > 1:
+        problems.append(f"the adapters have different base models (base_model={sorted(bases)})")
+    raise_problems(problems)
+    base_path = Path(cards[0]["base_model"])
+    out_dir = Path(out_dir or f"runs/merge-{method}-{datetime.now():%Y%m%d-%H%M%S}")
+    if out_dir.exists():
+        raise FasttuneError(f"The merge folder exists (out_dir={out_dir}). Choose another folder.")
+
+    torch.manual_seed(seed)  # dare_linear drops entries at random
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, local_files_only=True,
+                                                use_safetensors=True)
+    names = [f"adapter_{index}" for index in range(len(folders))]
+    model = PeftModel.from_pretrained(base, folders[0], adapter_name=names[0])
+    for name, folder in zip(names[1:], folders[1:], strict=True):
+        model.load_adapter(folder, adapter_name=name)
+    model.add_weighted_adapter(names, [float(w) for w in weights], adapter_name="merged", combination_type=method,
+                               density=None if method in ("linear", "svd") else density, svd_rank=svd_rank)
+    model.set_adapter("merged")
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial, selected_adapters=["merged"])
+    nested = partial / "merged"  # PEFT writes adapters other than "default" into a subfolder
+    if nested.is_dir():
+        for path in nested.iterdir():
+            path.replace(partial / path.name)
+        nested.rmdir()
+    for path in folders[0].iterdir():  # the tokenizer and chat template the adapters were trained with
+        if path.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy2(path, partial / path.name)
+    card = {"base_model": str(base_path), "method": f"merge:{method}",
+            "merge": {"method": method, "weights": list(weights), "density": density, "svd_rank": svd_rank,
+                      "seed": seed, "adapters": [{"path": str(f), "task": c.get("task")}
+                                                 for f, c in zip(folders, cards, strict=True)]},
+            "task": cards[0].get("task")}
+    (partial / "fasttune.json").write_text(json.dumps(card, indent=2, default=str))
+    partial.replace(out_dir)
+    return out_dir
+
+
+def _card(folder: Path) -> dict:
+    if not (folder / "adapter_config.json").is_file():
+        raise FasttuneError(f"Not an adapter folder (adapter={folder}): adapter_config.json is missing.")
+    path = folder / "fasttune.json"
+    card = json.loads(path.read_text()) if path.is_file() else {}
+    card.setdefault("base_model", json.loads((folder / "adapter_config.json").read_text()).get(
+        "base_model_name_or_path"))
+    if not card["base_model"] or not Path(card["base_model"]).is_dir():
+        raise FasttuneError(f"The base model of adapter {folder} is not a local folder "
+                            f"(base_model={card['base_model']}). Edit 'base_model' in {path} to point at it.")
+    return card
