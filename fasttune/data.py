@@ -28,9 +28,10 @@ def completion_ids(tokenizer, completion: str, end_of_turn: str) -> list[int]:
 
 @dataclass
 class Encoded:
-    """Training rows for TRL (input_ids + completion_mask) and what was left out."""
+    """Training rows for TRL (input_ids + completion_mask), their example ids, and what was left out."""
 
     rows: list[dict[str, list[int]]]
+    ids: list[str]
     too_long: list[str]
     tokens: int
 
@@ -38,7 +39,7 @@ class Encoded:
 def encode_for_training(task: Task, examples: list[Example], tokenizer, end_of_turn: str,
                         max_seq_length: int) -> Encoded:
     """Tokenize examples for completion-only SFT; rows over `max_seq_length` are set aside and listed."""
-    rows, too_long, tokens = [], [], 0
+    rows, ids, too_long, tokens = [], [], [], 0
     for example in examples:
         sample = task.format(example)
         if not sample.completion.strip():
@@ -49,5 +50,6 @@ def encode_for_training(task: Task, examples: list[Example], tokenizer, end_of_t
             too_long.append(str(example["id"]))
             continue
         rows.append({"input_ids": prompt + completion, "completion_mask": [0] * len(prompt) + [1] * len(completion)})
+        ids.append(str(example["id"]))
         tokens += len(prompt) + len(completion)
-    return Encoded(rows, too_long, tokens)
+    return Encoded(rows, ids, too_long, tokens)
