@@ -120,6 +120,9 @@ def _not_a_folder(name_or_path) -> FasttuneError:
 
 
 def _load_adapter(adapter_dir: Path, **kwargs) -> Model:
+    if not (adapter_dir / "adapter_model.safetensors").exists():
+        raise FasttuneError(f"No adapter_model.safetensors in {adapter_dir}. fasttune reads adapter weights from "
+                            "safetensors only (pickled .bin files can run code).")
     card_path = adapter_dir / CARD_NAME
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     base = card.get("base_model") or json.loads((adapter_dir / "adapter_config.json").read_text()).get(
@@ -127,9 +130,6 @@ def _load_adapter(adapter_dir: Path, **kwargs) -> Model:
     if not base or not Path(base).is_dir():
         raise FasttuneError(f"The base model of adapter {adapter_dir} is not a local folder (base_model={base}). "
                             f"Edit 'base_model' in {card_path} to point at it.")
-    if not (adapter_dir / "adapter_model.safetensors").exists():
-        raise FasttuneError(f"No adapter_model.safetensors in {adapter_dir}. fasttune reads adapter weights from "
-                            "safetensors only (pickled .bin files can run code).")
     model = load(base, **kwargs)
     model.model = peft.PeftModel.from_pretrained(model.model, adapter_dir, is_trainable=False, use_safetensors=True)
     model.adapter_dir, model.card = adapter_dir, card
