@@ -140,6 +140,13 @@ def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: 
                 target = torch.tensor(continuation, device=log_probs.device)
                 scores[index][choice_index] = log_probs.gather(1, target[:, None]).sum().item()
             advance(len(batch))
+    broken = [example["id"] for example, s in zip(examples, scores, strict=True) if not np.isfinite(s).all()]
+    if broken:  # argmax over NaN would silently pick the first choice
+        raise FasttuneError(
+            f"The model gives non-finite log-likelihoods for {len(broken)} of {len(examples)} examples "
+            f"(ids={', '.join(map(str, broken[:10]))}{' ...' if len(broken) > 10 else ''}). Its weights hold NaN/inf "
+            f"or its dtype overflows (dtype={str(model.model.dtype).removeprefix('torch.')}): retrain with a lower "
+            "learning_rate, or load in bfloat16/float32.")
     return [options[int(np.argmax(s))] for options, s in zip(choices, scores, strict=True)]
 
 

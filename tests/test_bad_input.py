@@ -31,7 +31,8 @@ RTE_CASES = {
                       r"split 'train' \(.*\): duplicate id in rows 1 and 2 \(id='train-0'\)"),
     "label outside the label set": ("val.jsonl", rte_line(label="contradiction") + "\n",
                                     r"val.jsonl, row 1: field 'label' is 'contradiction'"),
-    "non-UTF-8 bytes": ("train.jsonl", rte_line().encode() + b"\n" + rte_line(premise="caf\xe9", idx=1).encode("latin-1"),
+    "non-UTF-8 bytes": ("train.jsonl",
+                        rte_line().encode() + b"\n" + rte_line(premise="caf\xe9", idx=1).encode("latin-1"),
                         r"train.jsonl, line 2: not UTF-8"),
 }
 

@@ -141,6 +141,14 @@ def test_nan_loss_stops_at_its_step_naming_the_batch_and_keeping_the_last_checkp
     assert not (tmp_path / "adapter").exists()
 
 
+def test_evaluation_refuses_to_pick_a_choice_from_nan_log_likelihoods(tiny_model_dir):
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32)
+    model.model.lm_head.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+    with pytest.raises(fasttune.FasttuneError, match=r"non-finite log-likelihoods for 3 of 3 examples "
+                                                     r"\(ids=test-0, test-1, test-2\).*dtype=float32"):
+        fasttune.evaluate(model, fasttune.tasks.get("larger_number"), limit=3)
+
+
 def raise_out_of_memory(module, inputs):
     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
