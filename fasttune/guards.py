@@ -31,6 +31,14 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(complete, key=lambda path: int(path.name.split("-")[-1]), default=None)
 
 
+def check_fresh_start(output_dir: Path) -> None:
+    """Refuse to start over a run that was interrupted: its checkpoints would be overwritten or mixed in."""
+    checkpoint = latest_checkpoint(output_dir / "checkpoints")
+    if checkpoint is not None:
+        raise FasttuneError(f"{output_dir} holds an interrupted run (checkpoint={checkpoint}). Pass resume=True to "
+                            "continue it, or train into a new output_dir.")
+
+
 def resume_point(output_dir: Path, config: dict) -> Path:
     """The checkpoint to resume a run in `output_dir` from, after checking that the settings are the same."""
     checkpoint = latest_checkpoint(output_dir / "checkpoints")
@@ -103,6 +111,7 @@ class StopOnNonFinite(transformers.TrainerCallback):
         self.checkpoint_dir = checkpoint_dir
         self.batches: list[list[int]] = []
         self.forwards = 0
+        self.trainable: dict[str, torch.nn.Parameter] = {}
         self._hook = None
 
     @staticmethod
@@ -119,21 +128,20 @@ class StopOnNonFinite(transformers.TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._hook = model.register_forward_pre_hook(self._count_forward)
+        self.trainable = {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
 
     def _count_forward(self, module, inputs) -> None:
         if module.training:
             self.forwards += 1
 
     def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
-        bad = [name for name, parameter in model.named_parameters()
-               if parameter.grad is not None and not torch.isfinite(parameter.grad).all()]
+        bad = _non_finite({name: p.grad for name, p in self.trainable.items() if p.grad is not None})
         if bad:
             self._fail(args, state, model, optimizer, f"non-finite gradient in {len(bad)} tensors (first: {bad[0]})")
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         # A backstop for training loops that skip on_pre_optimizer_step: the weights themselves went non-finite.
-        bad = [name for name, parameter in model.named_parameters()
-               if parameter.requires_grad and not torch.isfinite(parameter).all()]
+        bad = _non_finite(self.trainable)
         if bad:
             self._fail(args, state, model, optimizer, f"non-finite weights in {len(bad)} tensors (first: {bad[0]})",
                        step=state.global_step)
@@ -162,6 +170,14 @@ class StopOnNonFinite(transformers.TrainerCallback):
             f"checkpoint is kept (checkpoint={latest_checkpoint(self.checkpoint_dir)}); no adapter was saved. "
             f"Lower learning_rate (learning_rate={rate:.3g}), check those examples, or train in a wider dtype "
             f"(dtype={str(dtype).removeprefix('torch.')}; float16 overflows where bfloat16 or float32 does not).")
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors holding NaN or inf, checked with one device sync."""
+    if not tensors:
+        return []
+    finite = torch.stack([torch.isfinite(tensor).all() for tensor in tensors.values()])
+    return [] if finite.all() else [name for name, ok in zip(tensors, finite.tolist()) if not ok]
 
 
 @contextlib.contextmanager

@@ -48,6 +48,7 @@ def assert_bitwise_equal(a: dict, b: dict) -> None:
 def uninterrupted(tiny_model_dir, tmp_path_factory):
     _, run = train_tiny(tiny_model_dir, tmp_path_factory.mktemp("uninterrupted"))
     weights = adapter_weights(run.output_dir)
+    assert not (run.output_dir / "checkpoints").exists()  # a finished run keeps its adapter, not its checkpoints
     assert any(name.endswith("lora_B.weight") and tensor.abs().sum() > 0 for name, tensor in weights.items())
     return run, weights
 
@@ -98,7 +99,7 @@ def test_sigterm_saves_a_checkpoint_stops_and_resumes_to_the_same_adapter(tiny_m
     assert_bitwise_equal(adapter_weights(tmp_path), uninterrupted[1])
 
 
-def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path):
+def test_resume_refuses_other_settings_and_missing_checkpoints_and_a_fresh_start_refuses_old_ones(tmp_path):
     checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
     with pytest.raises(fasttune.FasttuneError, match="No complete checkpoint to resume from"):
         guards.resume_point(tmp_path, {"learning_rate": 5e-4})
@@ -112,6 +113,8 @@ def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path):
     assert guards.resume_point(tmp_path, {"learning_rate": 5e-4, "seed": 0}) == checkpoint
     with pytest.raises(fasttune.FasttuneError, match=r"other settings .*learning_rate: 0.0005 -> 0.001"):
         guards.resume_point(tmp_path, {"learning_rate": 1e-3, "seed": 0})
+    with pytest.raises(fasttune.FasttuneError, match=r"holds an interrupted run .*Pass resume=True"):
+        guards.check_fresh_start(tmp_path)
 
 
 def test_nan_loss_stops_at_its_step_naming_the_batch_and_keeping_the_last_checkpoint(tiny_model_dir, tmp_path):
