@@ -102,8 +102,9 @@ class StopOnSignal(transformers.TrainerCallback):
 class StopOnNonFinite(transformers.TrainerCallback):
     """Stop before the optimizer applies a non-finite gradient, naming the step, its example ids and likely causes.
 
-    `tag_rows` adds a "row" column that the collator ignores; the wrapped collator records each batch's rows and a
-    forward hook counts the micro-batches the model has seen, so the rows of the failing step are known exactly.
+    `tag_rows` adds a "row" column; the wrapped collator takes it off (so no collator or model sees it) and records
+    each batch's rows, and a forward hook counts the micro-batches the model has seen, so the rows of the failing
+    step are known exactly.
     """
 
     def __init__(self, row_ids: list[str], checkpoint_dir: Path):
@@ -121,7 +122,7 @@ class StopOnNonFinite(transformers.TrainerCallback):
     def watch(self, collate):
         """Wrap a data collator so that each batch's rows are recorded."""
         def collate_and_record(features):
-            self.batches.append([feature["row"] for feature in features])
+            self.batches.append([feature.pop("row") for feature in features])
             return collate(features)
 
         return collate_and_record
