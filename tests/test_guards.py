@@ -137,9 +137,9 @@ def test_nan_loss_stops_at_its_step_naming_the_batch_and_keeping_the_last_checkp
     assert "checkpoint-2" in message and "learning_rate=" in message and "dtype=float32" in message
     ids = re.search(r"example ids=([^)]*)\)", message)[1].split(", ")
     examples = {example["id"]: example for example in task.load("train")}
-    texts = [model.tokenizer.decode(row) for row in batches[2]]
-    assert len(ids) == len(texts) == 4
-    assert all(any(f"{examples[i]['a']} or {examples[i]['b']}" in text for text in texts) for i in ids)
+    text = " ".join(model.tokenizer.decode(row) for row in batches[2])  # padding-free: one row holds the batch
+    assert len(set(ids)) == text.count("Which number is larger") == 4
+    assert all(f"{examples[i]['a']} or {examples[i]['b']}" in text for i in ids)
     assert guards.latest_checkpoint(tmp_path / "checkpoints").name == "checkpoint-2"
     assert not (tmp_path / "adapter").exists()
 
