@@ -14,13 +14,16 @@ from typing import Any, Literal
 
 import torch
 
+# fasttune works offline: no usage statistics from Unsloth, TRL or the hub client.
 os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 USE_UNSLOTH = torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
 if USE_UNSLOTH:
     import unsloth  # noqa: F401  (must precede transformers/trl/peft)
     from unsloth import FastLanguageModel
 
 import datasets  # noqa: E402
+import huggingface_hub.constants  # noqa: E402
 import peft  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
@@ -28,6 +31,7 @@ import trl  # noqa: E402
 from fasttune import embedded  # noqa: E402
 from fasttune.errors import FasttuneError  # noqa: E402
 
+huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True  # read at its import, which may have come first
 transformers.utils.logging.disable_progress_bar()  # fasttune shows its own rich progress
 datasets.disable_progress_bars()
 
@@ -64,33 +68,61 @@ class Model:
 
 
 def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = True, max_seq_length: int = 2048,
-         dtype: torch.dtype | None = None) -> Model:
+         dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> Model:
     """Load a causal LM (default: the embedded SmolLM2-135M-Instruct), or a fasttune adapter folder with its base.
 
     On a CUDA GPU with `fasttune[gpu]` installed the model is loaded by Unsloth, in 4-bit when `load_in_4bit`;
-    elsewhere by transformers in `dtype` (default bfloat16), and `load_in_4bit` is ignored.
+    elsewhere by transformers in `dtype` (default bfloat16), and `load_in_4bit` is ignored. Weights are read from
+    safetensors only; Python code shipped with a model runs only with `trust_remote_code=True`.
     """
     path = embedded.hf_folder() if name_or_path is None else Path(name_or_path).expanduser()
     if not path.is_dir():
-        raise FasttuneError(f"Model folder not found (name_or_path={name_or_path}). fasttune loads models from "
-                            "local folders (no hub downloads): pass a folder with config.json and safetensors "
-                            "weights, a fasttune adapter folder, or nothing for the embedded default.")
-    os.environ["HF_HUB_OFFLINE"] = "1"  # local model: keep transformers and trl telemetry off the network
+        raise _not_a_folder(name_or_path)
+    os.environ["HF_HUB_OFFLINE"] = "1"  # local model: keep transformers and trl off the network
     if (path / "adapter_config.json").exists():
-        return _load_adapter(path, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, dtype=dtype)
-    if USE_UNSLOTH:
-        model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=str(path), max_seq_length=max_seq_length, load_in_4bit=load_in_4bit, dtype=dtype,
-            local_files_only=True)
-    else:
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype or torch.bfloat16, local_files_only=True, trust_remote_code=False)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return _load_adapter(path, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, dtype=dtype,
+                             trust_remote_code=trust_remote_code)
+    if not any(path.glob("*.safetensors")):
+        raise FasttuneError(f"No safetensors weights in {path} (name_or_path={name_or_path}). fasttune reads "
+                            "weights from safetensors only (pickled .bin files can run code): convert them with "
+                            "transformers' save_pretrained on a machine you trust.")
+    try:
+        if USE_UNSLOTH:
+            model, tokenizer = FastLanguageModel.from_pretrained(
+                model_name=str(path), max_seq_length=max_seq_length, load_in_4bit=load_in_4bit, dtype=dtype,
+                local_files_only=True, trust_remote_code=trust_remote_code)  # the folder has safetensors: checked
+        else:
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype or torch.bfloat16, local_files_only=True, trust_remote_code=trust_remote_code,
+                use_safetensors=True)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                path, local_files_only=True, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise FasttuneError(f"The model in {path} ships its own Python code (trust_remote_code=False). Read that "
+                            "code, then load(..., trust_remote_code=True) if you trust it.") from None
     _ensure_padding(tokenizer)
     return Model(model, tokenizer, path, "unsloth" if USE_UNSLOTH else "transformers", max_seq_length)
 
 
+def _not_a_folder(name_or_path) -> FasttuneError:
+    text = str(name_or_path)
+    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).parent.exists()
+    if looks_like_hub_id:
+        return FasttuneError(
+            f"'{text}' looks like a model hub id, and fasttune does not download models (name_or_path={text}). "
+            f"Download it where there is network, e.g. `hf download {text} --local-dir models/{text.split('/')[1]}`, "
+            f"then load that folder: fasttune.load('models/{text.split('/')[1]}').")
+    return FasttuneError(f"Model folder not found (name_or_path={name_or_path}). fasttune loads models from "
+                         "local folders (no hub downloads): pass a folder with config.json and safetensors "
+                         "weights, a fasttune adapter folder, or nothing for the embedded default.")
+
+
 def _load_adapter(adapter_dir: Path, **kwargs) -> Model:
+    if not (adapter_dir / "adapter_model.safetensors").exists():
+        raise FasttuneError(f"No adapter_model.safetensors in {adapter_dir}. fasttune reads adapter weights from "
+                            "safetensors only (pickled .bin files can run code).")
     card_path = adapter_dir / CARD_NAME
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     base = card.get("base_model") or json.loads((adapter_dir / "adapter_config.json").read_text()).get(
@@ -99,7 +131,7 @@ def _load_adapter(adapter_dir: Path, **kwargs) -> Model:
         raise FasttuneError(f"The base model of adapter {adapter_dir} is not a local folder (base_model={base}). "
                             f"Edit 'base_model' in {card_path} to point at it.")
     model = load(base, **kwargs)
-    model.model = peft.PeftModel.from_pretrained(model.model, adapter_dir, is_trainable=False)
+    model.model = peft.PeftModel.from_pretrained(model.model, adapter_dir, is_trainable=False, use_safetensors=True)
     model.adapter_dir, model.card = adapter_dir, card
     return model
 

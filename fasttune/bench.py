@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engine", choices=["auto", "loglik", "generate"], default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="output folder (default runs/bench-<task>-<time>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted training in --out from its latest checkpoint")
     return parser.parse_args(argv)
 
 
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     base.save(out, "base")
     run = fasttune.train(model, task, config=fasttune.TrainConfig(
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.lr,
-        limit=args.train_limit, seed=args.seed, output_dir=str(out), lora=fasttune.LoraConfig(r=args.lora_r)))
+        limit=args.train_limit, seed=args.seed, output_dir=str(out), lora=fasttune.LoraConfig(r=args.lora_r)),
+        resume=args.resume)
     tuned = fasttune.evaluate(run.model, task, config=eval_config)
     tuned.save(out, "tuned")
     comparison = fasttune.compare(base, tuned, labels=("base", "tuned"))

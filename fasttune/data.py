@@ -8,17 +8,33 @@ from fasttune.errors import FasttuneError
 from fasttune.task import Example, Messages, Task
 
 
-def render_prompt(tokenizer, messages: Messages) -> str:
-    """The chat-template text of `messages`, ending where the assistant's reply begins."""
+def render_prompt(tokenizer, messages: Messages, where: str = "a prompt") -> str:
+    """The chat-template text of `messages`, ending where the assistant's reply begins.
+
+    `where` names the example in the error raised when the template cannot render the messages.
+    """
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception as error:  # jinja raises many types; name the prompt that failed
-        raise FasttuneError(f"The chat template cannot render this prompt ({error}): {messages!r}.") from error
+    except Exception as error:  # jinja raises many types; name the example and field that failed
+        raise FasttuneError(f"{where}: the chat template cannot render field 'prompt' ({type(error).__name__}: "
+                            f"{error}) (prompt={messages!r}). Make format() return a list of "
+                            "{'role': str, 'content': str} messages.") from None
 
 
-def prompt_ids(tokenizer, messages: Messages) -> list[int]:
+def prompt_ids(tokenizer, messages: Messages, where: str = "a prompt") -> list[int]:
     """Token ids of the rendered prompt (the template already holds any special tokens)."""
-    return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    return tokenizer(render_prompt(tokenizer, messages, where), add_special_tokens=False)["input_ids"]
+
+
+def example_prompt_ids(task: Task, example: Example, tokenizer) -> list[int]:
+    """Token ids of an example's formatted prompt; errors name the task, its data and the example."""
+    return prompt_ids(tokenizer, task.format(example).prompt, where_example(task, example))
+
+
+def where_example(task: Task, example: Example) -> str:
+    """How error messages name one example: task, data folder and id."""
+    source = f" ({task.data_dir})" if task.data_dir is not None else ""
+    return f"Task '{task.name}'{source}, example id={example['id']}"
 
 
 def completion_ids(tokenizer, completion: str, end_of_turn: str) -> list[int]:
@@ -28,9 +44,10 @@ def completion_ids(tokenizer, completion: str, end_of_turn: str) -> list[int]:
 
 @dataclass
 class Encoded:
-    """Training rows for TRL (input_ids + completion_mask) and what was left out."""
+    """Training rows for TRL (input_ids + completion_mask), their example ids, and what was left out."""
 
     rows: list[dict[str, list[int]]]
+    ids: list[str]
     too_long: list[str]
     tokens: int
 
@@ -38,16 +55,18 @@ class Encoded:
 def encode_for_training(task: Task, examples: list[Example], tokenizer, end_of_turn: str,
                         max_seq_length: int) -> Encoded:
     """Tokenize examples for completion-only SFT; rows over `max_seq_length` are set aside and listed."""
-    rows, too_long, tokens = [], [], 0
+    rows, ids, too_long, tokens = [], [], [], 0
     for example in examples:
-        sample = task.format(example)
-        if not sample.completion.strip():
-            raise FasttuneError(f"Task '{task.name}', example id={example['id']}: empty completion.")
-        prompt = prompt_ids(tokenizer, sample.prompt)
+        sample, where = task.format(example), where_example(task, example)
+        if not isinstance(sample.completion, str) or not sample.completion.strip():
+            raise FasttuneError(f"{where}: field 'completion' is empty (completion={sample.completion!r}). "
+                                "Give every training example a gold answer, or leave it out of the split.")
+        prompt = prompt_ids(tokenizer, sample.prompt, where)
         completion = completion_ids(tokenizer, sample.completion, end_of_turn)
         if len(prompt) + len(completion) > max_seq_length:
             too_long.append(str(example["id"]))
             continue
         rows.append({"input_ids": prompt + completion, "completion_mask": [0] * len(prompt) + [1] * len(completion)})
+        ids.append(str(example["id"]))
         tokens += len(prompt) + len(completion)
-    return Encoded(rows, too_long, tokens)
+    return Encoded(rows, ids, too_long, tokens)

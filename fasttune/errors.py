@@ -10,6 +10,10 @@ class FasttuneError(ValueError):
         super().__init__(f"fasttune: {message}")
 
 
+class FasttuneWarning(UserWarning):
+    """Something fasttune did that changes a result, e.g. examples set aside; the message says how many and why."""
+
+
 def unknown_name(kind: str, name: str, known: list[str]) -> FasttuneError:
     """An error for an unknown `name`, suggesting close matches among `known`."""
     close = difflib.get_close_matches(name, known, n=3)

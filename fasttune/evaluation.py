@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from fasttune import backend, data
+from fasttune import backend, data, guards
 from fasttune.backend import Model
 from fasttune.errors import FasttuneError, not_positive, raise_problems
 from fasttune.progress import progress_bar
@@ -126,7 +126,7 @@ def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: 
     choices = [task.choices(example) for example in examples]
     sequences = []  # (example index, choice index, prompt ids, continuation ids)
     for index, example in enumerate(examples):
-        prompt = data.prompt_ids(tokenizer, task.format(example).prompt)
+        prompt = data.example_prompt_ids(task, example, tokenizer)
         for choice_index, choice in enumerate(choices[index]):
             sequences.append((index, choice_index, prompt, data.completion_ids(tokenizer, choice, end)))
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][2]) - len(sequences[i][3]))
@@ -141,13 +141,21 @@ def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: 
             for row, (_, _, prompt, continuation) in enumerate(batch):
                 ids[row, : len(prompt) + len(continuation)] = torch.tensor(prompt + continuation)
                 mask[row, : len(prompt) + len(continuation)] = 1
-            logits = model.model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            with _out_of_memory_advice(len(batch), width):
+                logits = model.model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
             for row, (index, choice_index, prompt, continuation) in enumerate(batch):
                 positions = torch.arange(len(prompt) - 1, len(prompt) + len(continuation) - 1)
                 log_probs = torch.log_softmax(logits[row, positions].float(), dim=-1)
                 target = torch.tensor(continuation, device=log_probs.device)
                 scores[index][choice_index] = log_probs.gather(1, target[:, None]).sum().item()
             advance(len(batch))
+    broken = [example["id"] for example, s in zip(examples, scores, strict=True) if not np.isfinite(s).all()]
+    if broken:  # argmax over NaN would silently pick the first choice
+        raise FasttuneError(
+            f"The model gives non-finite log-likelihoods for {len(broken)} of {len(examples)} examples "
+            f"(ids={', '.join(map(str, broken[:10]))}{' ...' if len(broken) > 10 else ''}). Its weights hold NaN/inf "
+            f"or its dtype overflows (dtype={str(model.model.dtype).removeprefix('torch.')}): retrain with a lower "
+            "learning_rate, or load in bfloat16/float32.")
     return [options[int(np.argmax(s))] for options, s in zip(choices, scores, strict=True)]
 
 
@@ -155,7 +163,7 @@ def _generate(model: Model, task: Task, examples: list[dict], batch_size: int, m
     """Greedy completions, batched with left padding, stopped at the end-of-turn token."""
     tokenizer = model.tokenizer
     end_id = tokenizer.convert_tokens_to_ids(model.end_of_turn)
-    prompts = [data.prompt_ids(tokenizer, task.format(example).prompt) for example in examples]
+    prompts = [data.example_prompt_ids(task, example, tokenizer) for example in examples]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     texts = [""] * len(prompts)
     with progress_bar(f"generating {task.name}", len(order)) as advance:
@@ -167,13 +175,20 @@ def _generate(model: Model, task: Task, examples: list[dict], batch_size: int, m
             for row, i in enumerate(batch):
                 ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]):] = 1
-            generated = model.model.generate(
-                input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
-                do_sample=False, eos_token_id=end_id, pad_token_id=tokenizer.pad_token_id)
+            with _out_of_memory_advice(len(batch), width + max_new_tokens):
+                generated = model.model.generate(
+                    input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                    max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end_id,
+                    pad_token_id=tokenizer.pad_token_id)
             for row, i in enumerate(batch):
                 texts[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
             advance(len(batch))
     return texts
+
+
+def _out_of_memory_advice(batch_size: int, sequence_length: int):
+    return guards.out_of_memory_advice("evaluation", batch_size, sequence_length,
+                                       "Lower EvalConfig.batch_size, or limit the prompt length")
 
 
 def _build_report(model: Model, task: Task, examples: list[dict], outputs: list[str], engine: str, seconds: float,

@@ -449,7 +449,7 @@ def fasttune_trainer(model, rows: list[dict], spec: dict):
     config = training.TrainConfig(
         max_steps=spec["steps"], batch_size=spec["rows_per_step"], learning_rate=spec["lr"],
         warmup_ratio=(spec["warmup_lr_steps"] - 0.5) / spec["steps"],  # transformers takes ceil(ratio * steps)
-        weight_decay=WEIGHT_DECAY, logging_steps=1, seed=spec["seed"],
+        weight_decay=WEIGHT_DECAY, logging_steps=1, seed=spec["seed"], save_steps=None,  # no checkpoint in timing
         output_dir=spec["work"])
     return training.sft_trainer(model, rows, config, Path(spec["work"]))
 

@@ -58,7 +58,7 @@ class Task:
                    else "."))
         if not examples:
             raise FasttuneError(f"Task '{self.name}': split '{split}' is empty in {self.data_dir}.")
-        _check_unique_ids(examples, self.name, split)
+        _check_unique_ids(examples, self.name, split, self.data_dir)
         return examples
 
     def read(self, data_dir: Path, split: str) -> list[Example]:
@@ -122,19 +122,27 @@ def _default_data_dir(name: str) -> Path | None:
     return Path(root) / name if root else None
 
 
-def _check_unique_ids(examples: list[Example], task: str, split: str) -> None:
+def _check_unique_ids(examples: list[Example], task: str, split: str, data_dir: Path | None) -> None:
+    where = f"Task '{task}', split '{split}'" + (f" ({data_dir})" if data_dir is not None else "")
     seen: dict[Any, int] = {}
-    for row, example in enumerate(examples):
+    for row, example in enumerate(examples, start=1):
         if "id" not in example:
-            raise FasttuneError(f"Task '{task}', split '{split}', row {row}: example has no 'id' field.")
+            raise FasttuneError(f"{where}, row {row}: missing field 'id'. Give every example a unique 'id'.")
         if example["id"] in seen:
-            raise FasttuneError(f"Task '{task}', split '{split}': duplicate id {example['id']!r} in rows "
-                                f"{seen[example['id']]} and {row}.")
+            raise FasttuneError(f"{where}: duplicate id in rows {seen[example['id']]} and {row} "
+                                f"(id={example['id']!r}). Ids must be unique within a split.")
         seen[example["id"]] = row
 
 
-def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[Example]:
-    """Rows of a JSONL file; a bad line or a missing field is an error naming the file, row and field."""
+Fields = tuple[str, ...] | dict[str, type | tuple[type, ...]]
+
+
+def read_jsonl(path: Path, required: Fields = ()) -> list[Example]:
+    """Rows of a JSONL file; a bad line, a missing field or a field of the wrong type is an error naming the file,
+    line and field, and so is a file with no rows.
+
+    `required` lists field names, or maps them to the type(s) their values must have.
+    """
     if not path.exists():
         raise FasttuneError(f"Data file not found: {path}.")
     rows = []
@@ -152,11 +160,18 @@ def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[Example]:
                 raise FasttuneError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}.")
             require_fields(row, required, f"{path}, line {number}")
             rows.append(row)
+    if not rows:
+        raise FasttuneError(f"{path}: no rows (an empty split). Fill the file or point data_dir at the right folder.")
     return rows
 
 
-def require_fields(row: Example, fields: tuple[str, ...], where: str) -> None:
-    """Raise naming `where` and the field when `row` lacks one of `fields`."""
+def require_fields(row: Example, fields: Fields, where: str) -> None:
+    """Raise naming `where` and the field when `row` lacks one of `fields` or (for a dict) has a wrong type."""
     for field_name in fields:
         if field_name not in row:
             raise FasttuneError(f"{where}: missing field '{field_name}'.")
+        expected = fields[field_name] if isinstance(fields, dict) else object
+        if not isinstance(row[field_name], expected) or (isinstance(row[field_name], bool) and expected is int):
+            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            raise FasttuneError(f"{where}: field '{field_name}' should be {names}, got "
+                                f"{type(row[field_name]).__name__} ({field_name}={row[field_name]!r}).")

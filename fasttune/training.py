@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -13,11 +15,11 @@ import transformers
 import trl
 from datasets import Dataset
 
-from fasttune import backend, batching, data
+from fasttune import backend, batching, data, guards
 from fasttune.backend import Model
-from fasttune.errors import FasttuneError, not_positive, raise_problems
+from fasttune.errors import FasttuneError, FasttuneWarning, not_positive, raise_problems
 from fasttune.plots import plot_losses
-from fasttune.progress import console, new_progress
+from fasttune.progress import new_progress
 from fasttune.task import Task
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -72,6 +74,8 @@ class TrainConfig:
     """Recompute activations to save memory (slower)."""
     logging_steps: int = 5
     """Record the loss every this many steps."""
+    save_steps: int | None = 50
+    """Checkpoint (adapter, optimizer, scheduler, RNG, data position) every this many steps; None: only on a signal."""
     output_dir: str | None = None
     """Where the adapter, config, losses and plot go (default: runs/<task>-<time>)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -81,7 +85,7 @@ class TrainConfig:
         if isinstance(self.lora, dict):
             self.lora = LoraConfig(**self.lora)
         problems = not_positive(self, ("learning_rate", "batch_size", "gradient_accumulation", "logging_steps",
-                                       "limit")) + not_positive(self.lora, ("r",), prefix="lora.")
+                                       "limit", "save_steps")) + not_positive(self.lora, ("r",), prefix="lora.")
         if self.method != "sft":
             problems.append(f"method {self.method!r} is not available; available: sft")
         if self.epochs <= 0 and self.max_steps <= 0:
@@ -107,38 +111,56 @@ class Run:
     config: TrainConfig
 
 
-def train(model: Model, task: Task, method: str = "sft", *, config: TrainConfig | None = None, **overrides) -> Run:
+def train(model: Model, task: Task, method: str = "sft", *, config: TrainConfig | None = None, resume: bool = False,
+          **overrides) -> Run:
     """Fine-tune `model` on a task with LoRA and save the adapter.
 
     The LoRA weights are attached to `model` in place: `run.model` is the same object, now tuned.
-    Keyword arguments override fields of `config` (e.g. `epochs=2`).
+    Keyword arguments override fields of `config` (e.g. `epochs=2`). Checkpoints go to `<output_dir>/checkpoints`
+    every `save_steps` and when SIGTERM/SIGINT stops the run; `resume=True` continues from the latest one, with the
+    same settings and output_dir. A non-finite loss or gradient stops the run, keeping the last good checkpoint.
     """
     config = config or TrainConfig(method=method, **overrides)
     output_dir = Path(config.output_dir or f"runs/{task.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    checkpoint = guards.resume_point(output_dir, asdict(config)) if resume else guards.check_fresh_start(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
     examples = task.load(config.split)[: config.limit]
     task.check(examples[0])
     encoded = data.encode_for_training(task, examples, model.tokenizer, model.end_of_turn, model.max_seq_length)
     if encoded.too_long:
-        console.print(f"[yellow]fasttune: skipped {len(encoded.too_long)} of {len(examples)} training examples "
-                      f"longer than max_seq_length={model.max_seq_length} (ids: {', '.join(encoded.too_long[:5])}"
-                      f"{' ...' if len(encoded.too_long) > 5 else ''}). Raise max_seq_length in load() to keep them.")
+        warnings.warn(f"fasttune: skipped {len(encoded.too_long)} of {len(examples)} training examples longer than "
+                      f"max_seq_length={model.max_seq_length} (ids: {', '.join(encoded.too_long[:5])}"
+                      f"{' ...' if len(encoded.too_long) > 5 else ''}). Raise max_seq_length in load() to keep them.",
+                      FasttuneWarning, stacklevel=2)
     if not encoded.rows:
         raise FasttuneError(f"No training examples left for task '{task.name}' (all longer than max_seq_length).")
 
     backend.add_lora(model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
                      target_modules=config.lora.target_modules, seed=config.seed,
                      gradient_checkpointing=config.gradient_checkpointing)
-    trainer = sft_trainer(model, encoded.rows, config, output_dir)
+    stop_on_signal = guards.StopOnSignal()
+    stop_on_non_finite = guards.StopOnNonFinite(encoded.ids, output_dir / "checkpoints")
+    trainer = sft_trainer(model, stop_on_non_finite.tag_rows(encoded.rows), config, output_dir,
+                          callbacks=[stop_on_signal, stop_on_non_finite])
+    trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
     started = time.perf_counter()
-    trainer.train()
+    with stop_on_signal, guards.out_of_memory_advice(
+            "training", trainer.args.per_device_train_batch_size, max(len(row["input_ids"]) for row in encoded.rows),
+            "Lower batch_size (raise gradient_accumulation to keep the effective batch), set "
+            "gradient_checkpointing=True, or lower max_seq_length in load()"):
+        try:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        finally:
+            stop_on_non_finite.remove_hook()
+    stop_on_signal.raise_if_stopped(trainer.state, output_dir / "checkpoints")
     seconds = time.perf_counter() - started
 
     losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
     tokens = int(trainer.state.num_input_tokens_seen)
     adapter_dir = output_dir / "adapter"
-    model.model.save_pretrained(adapter_dir)
+    model.model.save_pretrained(adapter_dir, safe_serialization=True)
     model.tokenizer.save_pretrained(adapter_dir)
     model.adapter_dir = adapter_dir
     model.card = {"base_model": str(model.base_path.resolve()), "task": task.describe(), "method": config.method,
@@ -146,14 +168,15 @@ def train(model: Model, task: Task, method: str = "sft", *, config: TrainConfig 
                   "train_examples": len(encoded.rows), "skipped_too_long": encoded.too_long,
                   "backend": model.backend}
     (adapter_dir / backend.CARD_NAME).write_text(json.dumps(model.card, indent=2))
-    (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)  # the run is complete: the adapter replaces them
     loss_plot = plot_losses(losses, output_dir / "loss.png",
                             title=f"{config.method} on {task.name} ({model.base_path.name})")
     return Run(model, output_dir, adapter_dir, losses, loss_plot, seconds, tokens, tokens / seconds,
                len(encoded.too_long), config)
 
 
-def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainConfig, output_dir: Path):
+def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainConfig, output_dir: Path,
+                callbacks: list[transformers.TrainerCallback] = ()):
     """TRL's SFT trainer over tokenized rows (input_ids + completion_mask) for a model that has LoRA weights."""
     backend.for_training(model)
     plan = batching.plan_device_steps(
@@ -161,7 +184,7 @@ def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainCon
         batching.activation_bytes_per_token(model.model.config), backend.free_memory_bytes())
     trainer = backend.sft_trainer_class()(
         model=model.model, processing_class=model.tokenizer, train_dataset=Dataset.from_list(rows),
-        args=_trainer_arguments(config, output_dir, model, plan), callbacks=[_RichProgress()])
+        args=_trainer_arguments(config, output_dir, model, plan), callbacks=[_RichProgress(), *callbacks])
     trainer.remove_callback(transformers.PrinterCallback)  # the rich bar shows progress and loss
     return trainer
 
@@ -169,14 +192,15 @@ def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainCon
 def _trainer_arguments(config: TrainConfig, output_dir: Path, model: Model,
                        plan: batching.DevicePlan) -> trl.SFTConfig:
     return trl.SFTConfig(
-        output_dir=str(output_dir / "trainer"), num_train_epochs=config.epochs, max_steps=config.max_steps,
+        output_dir=str(output_dir / "checkpoints"), num_train_epochs=config.epochs, max_steps=config.max_steps,
         per_device_train_batch_size=plan.micro_batch, gradient_accumulation_steps=plan.accumulation,
         padding_free=config.padding_free,
         train_sampling_strategy="random" if config.padding_free else "group_by_length",
         learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, seed=config.seed,
         data_seed=config.seed, logging_steps=config.logging_steps,
-        save_strategy="no", report_to="none", disable_tqdm=True, completion_only_loss=True,
+        save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps, save_total_limit=2,
+        logging_nan_inf_filter=False, report_to="none", disable_tqdm=True, completion_only_loss=True,
         max_length=None if config.padding_free else model.max_seq_length,  # rows were cut to it already
         include_num_input_tokens_seen="non_padding", dataset_num_proc=None,
         remove_unused_columns=False, **backend.device_arguments(model))

@@ -36,7 +36,7 @@ class RecipeMPR(Task):
         examples = []
         for index in order[start:stop]:
             row, where = rows[index], f"{path}, item {index}"
-            require_fields(row, ("query", "query_type", "options", "answer"), where)
+            require_fields(row, {"query": str, "query_type": dict, "options": dict, "answer": str}, where)
             if len(row["options"]) != len(LETTERS) or row["answer"] not in row["options"]:
                 raise FasttuneError(f"{where}: field 'options' must hold 5 options including 'answer' "
                                     f"({row['answer']!r}).")

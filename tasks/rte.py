@@ -22,7 +22,7 @@ class RTE(Task):
 
     def read(self, data_dir, split):
         path = data_dir / FILES[split]
-        rows = read_jsonl(path, required=("premise", "hypothesis", "label", "idx"))
+        rows = read_jsonl(path, required={"premise": str, "hypothesis": str, "label": str, "idx": int})
         for number, row in enumerate(rows, start=1):
             if row["label"] not in LABELS:
                 raise FasttuneError(f"{path}, row {number}: field 'label' is {row['label']!r}, "

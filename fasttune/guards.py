@@ -1,0 +1,194 @@
+"""Guards around a training run: stop cleanly on a signal, stop on a non-finite loss, explain out-of-memory.
+
+Each guard keeps the last good checkpoint intact and says how to go on; `train` wires them in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+from pathlib import Path
+
+import torch
+import transformers
+
+from fasttune.errors import FasttuneError
+
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
+
+
+class TrainingInterrupted(FasttuneError):
+    """Training stopped on SIGTERM/SIGINT after saving a checkpoint; `train(..., resume=True)` continues it."""
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint with the highest step in `folder` that was written completely, or None."""
+    complete = [path for path in folder.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()
+                and all((path / name).exists() for name in CHECKPOINT_FILES)]
+    return max(complete, key=lambda path: int(path.name.split("-")[-1]), default=None)
+
+
+def check_fresh_start(output_dir: Path) -> None:
+    """Refuse to start over a run that was interrupted: its checkpoints would be overwritten or mixed in."""
+    checkpoint = latest_checkpoint(output_dir / "checkpoints")
+    if checkpoint is not None:
+        raise FasttuneError(f"{output_dir} holds an interrupted run (checkpoint={checkpoint}). Pass resume=True to "
+                            "continue it, or train into a new output_dir.")
+
+
+def resume_point(output_dir: Path, config: dict) -> Path:
+    """The checkpoint to resume a run in `output_dir` from, after checking that the settings are the same."""
+    checkpoint = latest_checkpoint(output_dir / "checkpoints")
+    if checkpoint is None:
+        raise FasttuneError(f"No complete checkpoint to resume from in {output_dir / 'checkpoints'} "
+                            f"(output_dir={output_dir}). Pass the output_dir of the interrupted run, or resume=False.")
+    saved = json.loads((output_dir / "config.json").read_text())
+    current = json.loads(json.dumps(config))
+    changed = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in sorted({*saved, *current})
+               if saved.get(key) != current.get(key)]
+    if changed:
+        raise FasttuneError(f"Resuming with other settings than the interrupted run ({'; '.join(changed)}). "
+                            "Resume with the same settings, or train into a new output_dir.")
+    return checkpoint
+
+
+class StopOnSignal(transformers.TrainerCallback):
+    """On SIGTERM or SIGINT, finish the current step, save a checkpoint and stop; a second signal acts at once.
+
+    Use as a context manager around `trainer.train()` (handlers are installed only in the main thread), then call
+    `raise_if_stopped`.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def _handle(self, number, frame) -> None:
+        if self.received is not None:  # asked twice: stop now, the way the process would without fasttune
+            self.__exit__()
+            signal.raise_signal(number)
+            return
+        self.received = signal.Signals(number).name
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def raise_if_stopped(self, state, checkpoint_dir: Path) -> None:
+        """Raise TrainingInterrupted when a signal stopped the run."""
+        if self.received is not None:
+            raise TrainingInterrupted(
+                f"Training stopped by {self.received} at step {state.global_step} of {state.max_steps} "
+                f"(checkpoint={latest_checkpoint(checkpoint_dir)}). Call train(..., resume=True) with the same "
+                f"output_dir to continue.")
+
+
+class StopOnNonFinite(transformers.TrainerCallback):
+    """Stop before the optimizer applies a non-finite gradient, naming the step, its example ids and likely causes.
+
+    `tag_rows` adds a "row" column; the wrapped collator takes it off (so no collator or model sees it) and records
+    each batch's rows, and a forward hook counts the micro-batches the model has seen, so the rows of the failing
+    step are known exactly.
+    """
+
+    def __init__(self, row_ids: list[str], checkpoint_dir: Path):
+        self.row_ids = row_ids
+        self.checkpoint_dir = checkpoint_dir
+        self.batches: list[list[int]] = []
+        self.forwards = 0
+        self.trainable: dict[str, torch.nn.Parameter] = {}
+        self._hook = None
+
+    @staticmethod
+    def tag_rows(rows: list[dict]) -> list[dict]:
+        return [{**row, "row": index} for index, row in enumerate(rows)]
+
+    def watch(self, collate):
+        """Wrap a data collator so that each batch's rows are recorded."""
+        def collate_and_record(features):
+            self.batches.append([feature.pop("row") for feature in features])
+            return collate(features)
+
+        return collate_and_record
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._hook = model.register_forward_pre_hook(self._count_forward)
+        self.trainable = {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+    def _count_forward(self, module, inputs) -> None:
+        if module.training:
+            self.forwards += 1
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
+        bad = _non_finite({name: p.grad for name, p in self.trainable.items() if p.grad is not None})
+        if bad:
+            self._fail(args, state, model, optimizer, f"non-finite gradient in {len(bad)} tensors (first: {bad[0]})")
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        # A backstop for training loops that skip on_pre_optimizer_step: the weights themselves went non-finite.
+        bad = _non_finite(self.trainable)
+        if bad:
+            self._fail(args, state, model, optimizer, f"non-finite weights in {len(bad)} tensors (first: {bad[0]})",
+                       step=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, model=None, optimizer=None, **kwargs):
+        if logs and "loss" in logs and not math.isfinite(logs["loss"]):
+            self._fail(args, state, model, optimizer, f"loss {logs['loss']}", step=state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.remove_hook()
+
+    def remove_hook(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _fail(self, args, state, model, optimizer, what: str, step: int | None = None) -> None:
+        self.remove_hook()
+        micro = args.gradient_accumulation_steps
+        rows = [row for batch in self.batches[max(0, self.forwards - micro):self.forwards] for row in batch]
+        ids = ", ".join(self.row_ids[row] for row in rows)
+        rate = optimizer.param_groups[0]["lr"] if optimizer is not None else args.learning_rate
+        dtype = next(model.parameters()).dtype
+        raise FasttuneError(
+            f"Training stopped at step {step or state.global_step + 1}: {what} (example ids={ids}). The last good "
+            f"checkpoint is kept (checkpoint={latest_checkpoint(self.checkpoint_dir)}); no adapter was saved. "
+            f"Lower learning_rate (learning_rate={rate:.3g}), check those examples, or train in a wider dtype "
+            f"(dtype={str(dtype).removeprefix('torch.')}; float16 overflows where bfloat16 or float32 does not).")
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors holding NaN or inf, checked with one device sync."""
+    if not tensors:
+        return []
+    finite = torch.stack([torch.isfinite(tensor).all() for tensor in tensors.values()])
+    return [] if finite.all() else [name for name, ok in zip(tensors, finite.tolist()) if not ok]
+
+
+@contextlib.contextmanager
+def out_of_memory_advice(what: str, batch_size: int, sequence_length: int, setting: str):
+    """Turn an accelerator out-of-memory error inside the block into a FasttuneError naming the sizes in use."""
+    try:
+        yield
+    except torch.OutOfMemoryError as error:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise FasttuneError(
+            f"Out of memory during {what} (batch_size={batch_size}, sequence_length={sequence_length}). "
+            f"{setting}. ({str(error).splitlines()[0] if str(error) else 'no details'})") from error
