@@ -202,6 +202,26 @@ def free_memory_bytes() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+FLASH_ATTENTION_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
+
+
+def varlen_attention(model: Model) -> bool:
+    """Whether attention here has a variable-length kernel, which padding-free batches need to be fast: on a GPU,
+    flash-attn under Unsloth (its attention dispatch then runs `flash_attn_varlen_func`) or a flash-attention
+    implementation set on a transformers model. Without one, a packed row's examples are kept apart by a dense
+    block-diagonal mask, which cost 2-3.5x the step time of padded batches on an H100 (benchmarks/RESULTS.md); on a
+    CPU neither kind was measurably faster. fasttune's SFT trains padding-free only where this is True."""
+    if not torch.cuda.is_available():
+        return False
+    if USE_UNSLOTH:
+        try:
+            from flash_attn import flash_attn_varlen_func  # noqa: F401
+        except (ImportError, OSError):  # not installed, or built for another torch/CUDA
+            return False
+        return True
+    return model.model.config._attn_implementation in FLASH_ATTENTION_IMPLEMENTATIONS
+
+
 def sft_trainer_class() -> type:
     """TRL's SFTTrainer (patched by Unsloth on a GPU); on a CPU, one with transformers' plain loss.
 

@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -55,9 +55,10 @@ class TrainConfig:
     """Examples per batch (fasttune splits a batch that would not fit in free memory; updates stay the same)."""
     gradient_accumulation: int = 1
     """Batches per optimizer step."""
-    padding_free: bool = True
-    """Pack each batch into one row with no padding (positions restart at every example); False pads the rows of
-    a batch to the longest and groups rows of similar length into batches."""
+    padding_free: bool | None = None
+    """True packs each batch into one row with no padding (positions restart at every example); False pads the
+    rows of a batch to the longest and groups rows of similar length into batches; None picks padding-free only
+    where a varlen attention kernel (flash-attn) makes it faster. The run's config.json records the choice."""
     warmup_ratio: float = 0.05
     """Share of steps with linear warmup."""
     lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
@@ -120,7 +121,7 @@ def train(model: Model, task: Task, method: str = "sft", *, config: TrainConfig 
     every `save_steps` and when SIGTERM/SIGINT stops the run; `resume=True` continues from the latest one, with the
     same settings and output_dir. A non-finite loss or gradient stops the run, keeping the last good checkpoint.
     """
-    config = config or TrainConfig(method=method, **overrides)
+    config = resolve_batching(config or TrainConfig(method=method, **overrides), model)
     output_dir = Path(config.output_dir or f"runs/{task.name}-{datetime.now():%Y%m%d-%H%M%S}")
     checkpoint = guards.resume_point(output_dir, asdict(config)) if resume else guards.check_fresh_start(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -178,6 +179,7 @@ def train(model: Model, task: Task, method: str = "sft", *, config: TrainConfig 
 def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainConfig, output_dir: Path,
                 callbacks: list[transformers.TrainerCallback] = ()):
     """TRL's SFT trainer over tokenized rows (input_ids + completion_mask) for a model that has LoRA weights."""
+    config = resolve_batching(config, model)
     backend.for_training(model)
     plan = batching.plan_device_steps(
         config.batch_size, config.gradient_accumulation, max(len(row["input_ids"]) for row in rows),
@@ -187,6 +189,13 @@ def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainCon
         args=_trainer_arguments(config, output_dir, model, plan), callbacks=[_RichProgress(), *callbacks])
     trainer.remove_callback(transformers.PrinterCallback)  # the rich bar shows progress and loss
     return trainer
+
+
+def resolve_batching(config: TrainConfig, model: Model) -> TrainConfig:
+    """`config` with `padding_free` decided for this machine and model where it was left to fasttune (None)."""
+    if config.padding_free is not None:
+        return config
+    return replace(config, padding_free=backend.varlen_attention(model))
 
 
 def _trainer_arguments(config: TrainConfig, output_dir: Path, model: Model,

@@ -78,3 +78,37 @@ def test_packed_and_padded_batches_give_the_same_loss_on_the_tiny_model(tiny_mod
     with torch.no_grad():
         leaky = model.model(input_ids=packed["input_ids"], labels=packed["labels"]).loss.item()
     assert abs(leaky - packed_loss) > 1e-4
+
+
+def test_without_a_varlen_attention_kernel_fasttune_pads_length_grouped_batches(tiny_model_dir, tmp_path):
+    """On a CPU (no flash-attn) padding-free batches are slower, so the default is padded, length-grouped."""
+    from fasttune import backend
+    from fasttune.training import TrainConfig, resolve_batching, sft_trainer
+
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32)
+    backend.add_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj"], seed=0, gradient_checkpointing=False)
+    assert not backend.varlen_attention(model)
+    assert TrainConfig().padding_free is None
+    assert resolve_batching(TrainConfig(), model).padding_free is False
+    assert resolve_batching(TrainConfig(padding_free=True), model).padding_free is True  # a forced choice stays
+    trainer = sft_trainer(model, _rows(len(model.tokenizer)), TrainConfig(output_dir=str(tmp_path)), tmp_path)
+    assert trainer.args.padding_free is False and trainer.args.train_sampling_strategy == "group_by_length"
+
+
+def test_length_grouped_batches_pad_to_their_longest_row_and_waste_less_than_random_ones(tiny_model_dir, tmp_path):
+    from fasttune.training import TrainConfig, sft_trainer
+
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32, max_seq_length=1024)
+    generator = random.Random(1)
+    lengths = [generator.choice([8, 12, 20, 40, 90, 200]) + generator.randrange(6) for _ in range(256)]
+    rows = [{"input_ids": [5] * n, "completion_mask": [0] * (n - 2) + [1, 1]} for n in lengths]
+    trainer = sft_trainer(model, rows, TrainConfig(batch_size=8, padding_free=False, output_dir=str(tmp_path)),
+                          tmp_path)
+    share = {}
+    for order in ("random", "group_by_length"):
+        trainer.args.train_sampling_strategy = order
+        masks = [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
+        assert all(mask.shape[1] == int(mask.sum(1).max()) for mask in masks)  # the longest row, not max_seq_length
+        assert sum(int(mask.sum()) for mask in masks) == sum(lengths)  # every row once
+        share[order] = 1 - sum(lengths) / sum(mask.numel() for mask in masks)
+    assert share["group_by_length"] < share["random"] / 3, share

@@ -34,7 +34,10 @@ def test_adapter_folder_holds_weights_card_and_config(tiny_run):
     card = json.loads((run.adapter_dir / "fasttune.json").read_text())
     assert (run.adapter_dir / "adapter_model.safetensors").exists()
     assert card["task"] == task.describe() and card["config"]["max_steps"] == 10
-    assert json.loads((run.output_dir / "config.json").read_text())["lora"]["r"] == 16
+    config = json.loads((run.output_dir / "config.json").read_text())
+    assert config["lora"]["r"] == 16
+    # The batching fasttune chose (padded: no varlen attention kernel on a CPU) is recorded, not left as None.
+    assert config["padding_free"] is card["config"]["padding_free"] is run.config.padding_free is False
 
 
 def test_reloaded_adapter_gives_identical_logits(tiny_run, tiny_model_dir):
