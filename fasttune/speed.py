@@ -1,14 +1,16 @@
 """`python -m fasttune.bench speed`: training speed and memory of fasttune beside raw Unsloth and HF+PEFT (CUDA).
 
 Every stack trains on the same rows, in the same order, from the same LoRA initialisation (r=16, all 7 projections):
-- fasttune: fasttune's SFT path (padding-free, a whole batch in one device step when it fits, no checkpointing);
+- fasttune: fasttune's SFT path (its default batching for the machine, a whole batch in one device step when it
+  fits, no checkpointing);
 - unsloth-notebook: TRL's SFTTrainer through Unsloth as its notebooks set it up (batch 2 x accumulation 4, 8-bit
   AdamW, Unsloth gradient checkpointing, its padding-free default);
 - unsloth-padded: a hand-written loop over the same Unsloth model with padded batches of the whole batch;
 - hf-peft: transformers + PEFT + bitsandbytes nf4 QLoRA with gradient checkpointing, padded batches.
 Each stack runs in its own process: Unsloth patches transformers globally and must not touch the HF stack.
 Models have random weights of real shapes, built on the GPU from a config (or a local folder, --real-model);
-data are fixed-length blocks and tokenised MNLI and NQ-open-with-passage rows. Writes speed.json and speed.png.
+data are fixed-length blocks and tokenised MNLI and NQ-open-with-passage rows. Writes speed.json and speed.png,
+and with --profile the top GPU operations of one padding-free and one padded fasttune step (profile-*.txt).
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=3407)
     parser.add_argument("--worker-timeout", type=int, default=600, help="seconds one stack may take on one model")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one padding-free and one padded fasttune step on each data kind")
     parser.add_argument("--out", default=None, help="output folder (default runs/speed-<time>)")
     args = parser.parse_args(argv)
     for name, known in (("models", SHAPES), ("data", DATASETS), ("stacks", STACKS)):
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
             (work / f"{kind}.json").write_text(json.dumps(kind_rows))
         for stack in args.stacks:
             console.print(f"[bold]{name} | {stack}")
-            measurements = _run_worker(stack, model_dir, work, args)
+            measurements = _run_worker(stack, model_dir, work, out, args)
             for kind, kind_rows in rows.items():
                 result = {"model": name, "data": kind, "stack": stack, "params": params,
                           "mean_row_tokens": sum(len(r["input_ids"]) for r in kind_rows) / len(kind_rows)}
@@ -313,12 +317,12 @@ def _prepare_model(name: str, folder: str | None, tokenizer, work: Path) -> tupl
     return model_dir, params, shape["vocab_size"]
 
 
-def _run_worker(stack: str, model_dir: Path, work: Path, args: argparse.Namespace) -> dict:
+def _run_worker(stack: str, model_dir: Path, work: Path, out: Path, args: argparse.Namespace) -> dict:
     """Measurements of one stack on every data kind, by data kind (or {"error": ...})."""
     spec = {"stack": stack, "model_dir": str(model_dir), "rows": {kind: str(work / f"{kind}.json") for kind in args.data},
-            "rows_per_step": args.rows_per_step,
-            "steps": args.steps, "warmup_lr_steps": WARMUP_LR_STEPS, "lr": args.lr, "seed": args.seed, "result": str(work / f"{stack}.result.json"),
-            "work": str(work / stack)}
+            "rows_per_step": args.rows_per_step, "steps": args.steps, "warmup_lr_steps": WARMUP_LR_STEPS,
+            "lr": args.lr, "seed": args.seed, "result": str(work / f"{stack}.result.json"), "work": str(work / stack),
+            "profile_dir": str(out) if args.profile else None}
     spec_path = work / f"{stack}.spec.json"
     spec_path.write_text(json.dumps(spec))
     Path(spec["result"]).unlink(missing_ok=True)
@@ -366,6 +370,9 @@ def _worker(spec_path: str) -> None:
         measurement["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
         measurements[kind] = measurement
         Path(spec["result"]).write_text(json.dumps(measurements))
+        if stack == "fasttune" and spec["profile_dir"]:
+            prefix = Path(spec["profile_dir"], f"profile-{Path(spec['model_dir']).name}-{kind}")
+            profile_steps(model, rows, spec, prefix)
 
 
 def shared_lora_init(model, seed: int) -> None:
@@ -414,7 +421,8 @@ def _now() -> float:
     return time.perf_counter()
 
 
-def timed_trainer_run(trainer) -> dict:
+def timed_trainer_run(trainer, same_order: bool = True) -> dict:
+    """Per-step end times and losses of a trainer's run; with `same_order` the rows are taken in dataset order."""
     import transformers
 
     ends = []
@@ -424,7 +432,8 @@ def timed_trainer_run(trainer) -> dict:
             ends.append(_now())
 
     trainer.add_callback(StepClock())
-    trainer.args.train_sampling_strategy = "sequential"  # every stack takes the rows in the same order
+    if same_order:
+        trainer.args.train_sampling_strategy = "sequential"  # every stack takes the rows in the same order
     start = _now()
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -448,10 +457,48 @@ def fasttune_trainer(model, rows: list[dict], spec: dict):
 
     config = training.TrainConfig(
         max_steps=spec["steps"], batch_size=spec["rows_per_step"], learning_rate=spec["lr"],
+        padding_free=spec.get("padding_free"),
         warmup_ratio=(spec["warmup_lr_steps"] - 0.5) / spec["steps"],  # transformers takes ceil(ratio * steps)
         weight_decay=WEIGHT_DECAY, logging_steps=1, seed=spec["seed"], save_steps=None,  # no checkpoint in timing
         output_dir=spec["work"])
     return training.sft_trainer(model, rows, config, Path(spec["work"]))
+
+
+def profile_steps(model, rows: list[dict], spec: dict, prefix: Path, top: int = 25) -> None:
+    """Profile the second step of a short fasttune run, padding-free and padded, and write its wall time and the
+    top operations by total and by self GPU time to `<prefix>-padding-free.txt` and `<prefix>-padded.txt`."""
+    import transformers
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+
+    class OneStep(transformers.TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                self.profiler = profile(activities=activities)
+                self.start = _now()
+                self.profiler.__enter__()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                self.seconds = _now() - self.start
+                self.profiler.__exit__(None, None, None)
+
+    for padding_free, name in ((True, "padding-free"), (False, "padded")):
+        shared_lora_init(model.model, spec["seed"])
+        trainer = fasttune_trainer(model, rows, {**spec, "steps": 2, "warmup_lr_steps": 1,
+                                                 "padding_free": padding_free, "work": spec["work"] + "-profile"})
+        trainer.args.train_sampling_strategy = "sequential"
+        step = OneStep()
+        trainer.add_callback(step)
+        trainer.train()
+        events = step.profiler.key_averages()
+        Path(f"{prefix}-{name}.txt").write_text(
+            f"fasttune, {name} batches: step 2 of {prefix.name} ({spec['rows_per_step']} rows), "
+            f"{step.seconds:.3f} s under torch.profiler\n\nTop {top} by total GPU time\n"
+            f"{events.table(sort_by='cuda_time_total', row_limit=top)}\n\nTop {top} by self GPU time\n"
+            f"{events.table(sort_by='self_cuda_time_total', row_limit=top)}\n")
+        del trainer
 
 
 def _unsloth_model(spec: dict):

@@ -70,15 +70,19 @@ def test_figures_count_only_the_timed_steps_tokens():
     assert figures["mfu"] == pytest.approx(4 * 1000 * 160 / 3 / 1e6)
 
 
-def test_the_fasttune_trainer_and_a_padded_loop_agree_step_by_step_from_the_shared_init(tiny_model_dir, tmp_path):
-    """The benchmark's loss check on the CPU: fasttune's padding-free trainer and the hand-written padded loop."""
+@pytest.mark.parametrize("padding_free", [True, None], ids=["padding-free", "cpu-default-padded"])
+def test_the_fasttune_trainer_and_a_padded_loop_agree_step_by_step_from_the_shared_init(tiny_model_dir, tmp_path,
+                                                                                       padding_free):
+    """The benchmark's loss check on the CPU: fasttune's trainer, padding-free or with its CPU default (padded,
+    length-grouped), and the hand-written padded loop."""
     import fasttune
     from fasttune import backend, training
 
     rows = speed.fixed_blocks(8, 24, 1000, seed=0)[:4] + [
         {"input_ids": list(range(100, 100 + n)), "completion_mask": [0] * (n // 2) + [1] * (n - n // 2)}
         for n in (7, 19, 12, 30)]
-    spec = {"rows_per_step": 4, "steps": 2, "warmup_lr_steps": 1, "lr": 5e-3, "seed": 3, "work": str(tmp_path / "fasttune")}
+    spec = {"rows_per_step": 4, "steps": 2, "warmup_lr_steps": 1, "lr": 5e-3, "seed": 3,
+            "work": str(tmp_path / "fasttune"), "padding_free": padding_free}
     measurements = {}
     for stack in ("fasttune", "unsloth-padded"):
         model = fasttune.load(tiny_model_dir, dtype=torch.float32)
@@ -87,7 +91,7 @@ def test_the_fasttune_trainer_and_a_padded_loop_agree_step_by_step_from_the_shar
         speed.shared_lora_init(model.model, spec["seed"])
         if stack == "fasttune":
             measurement = speed.timed_trainer_run(speed.fasttune_trainer(model, rows, spec))
-            assert measurement["notes"] == {"padding_free": True, "micro_batch": 4, "accumulation": 1}
+            assert measurement["notes"] == {"padding_free": bool(padding_free), "micro_batch": 4, "accumulation": 1}
         else:
             measurement = speed.plain_loop(model.model, rows, spec, model.tokenizer.pad_token_id)
         measurement["peak_memory_bytes"] = 0
@@ -109,3 +113,20 @@ def test_the_fasttune_trainer_and_a_padded_loop_agree_step_by_step_from_the_shar
     text = render(speed_table(summary))
     assert "unsloth-padded" in text and "ok" in text
     assert plot_speed(results, tmp_path / "speed.png", title="tiny").stat().st_size > 10_000
+
+
+def test_profiling_writes_the_top_operations_of_a_padding_free_and_a_padded_step(tiny_model_dir, tmp_path):
+    import fasttune
+    from fasttune import backend, training
+
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32)
+    backend.add_lora(model, r=4, alpha=4, dropout=0.0, target_modules=training.ALL_LINEAR, seed=0,
+                     gradient_checkpointing=False)
+    rows = [{"input_ids": list(range(100, 100 + n)), "completion_mask": [0] * (n - 3) + [1] * 3}
+            for n in (7, 19, 12, 30)]
+    spec = {"rows_per_step": 2, "lr": 1e-3, "seed": 3, "work": str(tmp_path / "fasttune")}
+    speed.profile_steps(model, rows, spec, tmp_path / "profile-tiny-mixed", top=5)
+    for name in ("padding-free", "padded"):
+        text = (tmp_path / f"profile-tiny-mixed-{name}.txt").read_text()
+        assert text.startswith(f"fasttune, {name} batches: step 2 of profile-tiny-mixed (2 rows)")
+        assert "Top 5 by self GPU time" in text and "aten::" in text
