@@ -5,9 +5,11 @@ Unsloth is imported here and nowhere else, before transformers, trl and peft, be
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -154,20 +156,32 @@ def end_of_turn_token(tokenizer) -> str:
 
 
 def add_lora(model: Model, *, r: int, alpha: int, dropout: float, target_modules: list[str], seed: int,
-             gradient_checkpointing: bool) -> None:
-    """Attach trainable LoRA weights to `model.model`, in place."""
+             gradient_checkpointing: bool, modules_to_save: list[str] | None = None) -> bool:
+    """Attach trainable LoRA weights to `model.model`, in place; `modules_to_save` are trained in full.
+
+    A model that already carries an adapter (a previous `train`, or a loaded adapter folder) keeps it and trains it
+    further; returns False then, True when a new adapter was attached.
+    """
+    if isinstance(model.model, peft.PeftModel):
+        for name, parameter in model.model.named_parameters():
+            if "lora_" in name or "modules_to_save" in name:
+                parameter.requires_grad_(True)
+        return False
     if USE_UNSLOTH:
         model.model = FastLanguageModel.get_peft_model(
-            model.model, r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none",
+            model.model, r=r, lora_alpha=alpha, lora_dropout=dropout,
+            target_modules=target_modules + (modules_to_save or []), bias="none",
             use_gradient_checkpointing="unsloth" if gradient_checkpointing else False, random_state=seed)
-        return
+        return True
     torch.manual_seed(seed)
     if gradient_checkpointing:
         model.model.gradient_checkpointing_enable()
         model.model.enable_input_require_grads()
     config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                             bias="none", task_type="CAUSAL_LM")
+                             modules_to_save=modules_to_save, ensure_weight_tying=bool(modules_to_save), bias="none",
+                             task_type="CAUSAL_LM")
     model.model = peft.get_peft_model(model.model, config)
+    return True
 
 
 def for_inference(model: Model) -> None:
@@ -236,6 +250,73 @@ def sft_trainer_class() -> type:
             return transformers.Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     return PlainLossSFTTrainer
+
+
+def trainer_class(method: Literal["dpo", "orpo", "kto", "grpo"]) -> type:
+    """TRL's trainer for a preference or RL method (Unsloth-patched on a GPU).
+
+    Without Triton (a CPU), trl's fused log-prob head has no kernel; a plain-torch one takes its place.
+    """
+    import trl.trainer.utils as trl_utils
+
+    if trl_utils._ChunkedLogProbFunction is None:
+        trl_utils._ChunkedLogProbFunction = _PlainLogProbs
+    if method == "orpo":
+        from trl.experimental.orpo import ORPOTrainer
+
+        return ORPOTrainer
+    return {"dpo": trl.DPOTrainer, "kto": trl.KTOTrainer, "grpo": trl.GRPOTrainer}[method]
+
+
+class _PlainLogProbs:
+    """Plain-torch stand-in for trl's Triton `ChunkedLogProbFunction`: same arguments, same five outputs.
+
+    It materialises the [tokens, vocab] logits (fine for CPU-sized batches) and lets autograd do the backward.
+    """
+
+    @staticmethod
+    def apply(hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
+              logit_scale=1.0, outputs=("log_probs",)):
+        logits = torch.nn.functional.linear(hidden, weight, bias).float() * logit_scale
+        if final_logit_softcapping is not None:
+            logits = final_logit_softcapping * torch.tanh(logits / final_logit_softcapping)
+        logits = logits / temperature
+        log_z = torch.logsumexp(logits, dim=-1)
+        log_probs = logits.gather(1, targets[:, None]).squeeze(1) - log_z
+        probs = torch.softmax(logits, dim=-1)
+        entropy = log_z - (probs * logits).sum(-1) if "entropy" in outputs else None
+        with torch.no_grad():
+            log_sum_sq = torch.log((probs * probs).sum(-1)) if "log_sum_sq_probs" in outputs else None
+            mean_logits = logits.mean(-1) if "mean_logits" in outputs else None
+            is_top1 = logits.argmax(-1) == targets if "is_top1" in outputs else None
+        return log_probs, entropy, log_sum_sq, mean_logits, is_top1
+
+
+def pretraining_trainer(embedding_learning_rate: float) -> tuple[type, Callable[..., trl.SFTConfig]]:
+    """(trainer class, arguments factory) for continued pretraining with a separate embedding learning rate.
+
+    On a GPU these are Unsloth's UnslothTrainer and UnslothTrainingArguments; on a CPU an SFTTrainer (plain loss)
+    whose optimizer gives fully trained embedding/LM-head weights (`modules_to_save`) their own learning rate.
+    """
+    if USE_UNSLOTH:
+        from unsloth import UnslothTrainer, UnslothTrainingArguments
+
+        return UnslothTrainer, functools.partial(UnslothTrainingArguments,
+                                                 embedding_learning_rate=embedding_learning_rate)
+
+    class EmbeddingLearningRateTrainer(sft_trainer_class()):
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+                groups = [{"params": [p for n, p in trainable if "modules_to_save" not in n],
+                           "weight_decay": self.args.weight_decay},
+                          {"params": [p for n, p in trainable if "modules_to_save" in n],
+                           "weight_decay": 0.0, "lr": embedding_learning_rate}]
+                optimizer_class, optimizer_kwargs = transformers.Trainer.get_optimizer_cls_and_kwargs(self.args)
+                self.optimizer = optimizer_class([group for group in groups if group["params"]], **optimizer_kwargs)
+            return self.optimizer
+
+    return EmbeddingLearningRateTrainer, trl.SFTConfig
 
 
 def count_4bit_linear_layers(model: Model) -> tuple[int, int]:

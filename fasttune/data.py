@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fasttune.errors import FasttuneError
-from fasttune.task import Example, Messages, Task
+from fasttune.task import Example, Messages, Sample, Task
 
 
 def render_prompt(tokenizer, messages: Messages, where: str = "a prompt") -> str:
@@ -55,9 +55,16 @@ class Encoded:
 def encode_for_training(task: Task, examples: list[Example], tokenizer, end_of_turn: str,
                         max_seq_length: int) -> Encoded:
     """Tokenize examples for completion-only SFT; rows over `max_seq_length` are set aside and listed."""
+    return encode_samples(task, [(example, task.format(example)) for example in examples], tokenizer, end_of_turn,
+                          max_seq_length)
+
+
+def encode_samples(task: Task, samples: list[tuple[Example, Sample]], tokenizer, end_of_turn: str,
+                   max_seq_length: int) -> Encoded:
+    """Tokenize (example, prompt + completion) pairs for completion-only SFT; over-long rows are set aside."""
     rows, ids, too_long, tokens = [], [], [], 0
-    for example in examples:
-        sample, where = task.format(example), where_example(task, example)
+    for example, sample in samples:
+        where = where_example(task, example)
         if not isinstance(sample.completion, str) or not sample.completion.strip():
             raise FasttuneError(f"{where}: field 'completion' is empty (completion={sample.completion!r}). "
                                 "Give every training example a gold answer, or leave it out of the split.")

@@ -115,7 +115,10 @@ def evaluate(model: Model | str | Path, task: Task, split: str = "test", *, limi
         if use_loglik:
             outputs = _loglik_choices(model, task, examples, config.batch_size)
         else:
-            outputs = _generate(model, task, examples, config.batch_size, config.max_new_tokens or task.max_new_tokens)
+            prompts = [data.example_prompt_ids(task, example, model.tokenizer) for example in examples]
+            outputs = [texts[0] for texts in generate(
+                model, prompts, max_new_tokens=config.max_new_tokens or task.max_new_tokens,
+                batch_size=config.batch_size, description=f"generating {task.name}")]
     seconds = time.perf_counter() - started
     return _build_report(model, task, examples, outputs, "loglik" if use_loglik else "generate", seconds, config)
 
@@ -159,14 +162,20 @@ def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: 
     return [options[int(np.argmax(s))] for options, s in zip(choices, scores, strict=True)]
 
 
-def _generate(model: Model, task: Task, examples: list[dict], batch_size: int, max_new_tokens: int) -> list[str]:
-    """Greedy completions, batched with left padding, stopped at the end-of-turn token."""
+def generate(model: Model, prompts: list[list[int]], *, max_new_tokens: int, batch_size: int = 16,
+             num_samples: int = 1, temperature: float = 0.0, description: str = "generating") -> list[list[str]]:
+    """`num_samples` completions of each tokenized chat prompt, batched with left padding, stopped at the end-of-turn
+    token.
+
+    temperature 0 decodes greedily; above 0 it samples. The caller sets inference or training mode.
+    """
     tokenizer = model.tokenizer
     end_id = tokenizer.convert_tokens_to_ids(model.end_of_turn)
-    prompts = [data.example_prompt_ids(task, example, tokenizer) for example in examples]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    texts = [""] * len(prompts)
-    with progress_bar(f"generating {task.name}", len(order)) as advance:
+    texts: list[list[str]] = [[] for _ in prompts]
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else \
+        {"do_sample": False}
+    with progress_bar(description, len(order)) as advance:
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             width = max(len(prompts[i]) for i in batch)
@@ -175,13 +184,14 @@ def _generate(model: Model, task: Task, examples: list[dict], batch_size: int, m
             for row, i in enumerate(batch):
                 ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]):] = 1
-            with _out_of_memory_advice(len(batch), width + max_new_tokens):
+            with _out_of_memory_advice(len(batch) * num_samples, width + max_new_tokens):
                 generated = model.model.generate(
                     input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                    max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end_id,
-                    pad_token_id=tokenizer.pad_token_id)
+                    max_new_tokens=max_new_tokens, num_return_sequences=num_samples, eos_token_id=end_id,
+                    pad_token_id=tokenizer.pad_token_id, **sampling)
             for row, i in enumerate(batch):
-                texts[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
+                texts[i] = [tokenizer.decode(sequence[width:], skip_special_tokens=True).strip()
+                            for sequence in generated[row * num_samples:(row + 1) * num_samples]]
             advance(len(batch))
     return texts
 

@@ -94,6 +94,11 @@ class Task:
         """Categories an example belongs to, for per-category scores."""
         return []
 
+    def document(self, example: Example) -> str:
+        """Raw text of an example for continued pretraining; the default joins the prompt and the completion."""
+        sample = self.format(example)
+        return "\n\n".join([message["content"] for message in sample.prompt] + [sample.completion])
+
     def score(self, prediction: Any | None, reference: Any) -> dict[str, float]:
         """Per-example scores; the default is exact match of the parsed answer."""
         return {"accuracy": float(prediction is not None and prediction == reference)}

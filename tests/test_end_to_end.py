@@ -92,7 +92,7 @@ def test_generation_engine_counts_unparseable_outputs_as_wrong(tiny_run):
 
 
 def test_bad_training_settings_are_all_reported_at_once():
-    with pytest.raises(fasttune.FasttuneError, match="learning_rate must be positive.*method .dpo. is not available"):
+    with pytest.raises(fasttune.FasttuneError, match="learning_rate must be positive.*method .dpo. does not go with"):
         fasttune.TrainConfig(method="dpo", learning_rate=0)
 
 
