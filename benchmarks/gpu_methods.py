@@ -70,7 +70,11 @@ def main(argv=None) -> dict:
     for method in args.methods.split(","):
         started = time.perf_counter()
         model = fasttune.load(model_path)
-        run = fasttune.train(model, task, method, output_dir=str(out / method), **method_settings(method, args))
+        try:
+            run = fasttune.train(model, task, method, output_dir=str(out / method), **method_settings(method, args))
+        except fasttune.FasttuneError as error:  # e.g. rft with no sampled answer right: say so, go on
+            rows.append({"method": method, "error": str(error), "wall_seconds": time.perf_counter() - started})
+            continue
         report = fasttune.evaluate(run.model, task, config=eval_config)
         report.save(out, method)
         rows.append(_row(method, report, run, time.perf_counter() - started))
@@ -100,6 +104,9 @@ def _table(rows, metric, summary):
     for column in ("method", f"{metric} (95% CI)", "n", "train s", "wall s", "data"):
         table.add_column(column)
     for row in rows:
+        if "error" in row:
+            table.add_row(row["method"], "not trained", "", "", f"{row['wall_seconds']:.0f}", row["error"][:120])
+            continue
         low, high = row["ci"]
         data = row["data"] or {}
         note = ", ".join(f"{k} {data[k]}" for k in ("pairs", "always_right", "kept", "desirable", "undesirable",
