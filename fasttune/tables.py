@@ -21,6 +21,10 @@ def _distribution(counts: dict[str, int]) -> str:
     return shown + (f", ... ({len(counts) - 8} more)" if len(counts) > 8 else "")
 
 
+def _share(count: int, total: int) -> str:
+    return f"{count} ({100 * count / max(total, 1):.0f}%)"
+
+
 def report_table(report) -> Group:
     """Metrics with intervals, parse failures, answer distributions and per-category scores of one Report."""
     table = Table(title=f"{report.task['name']} v{report.task['version']} | {report.model} | {report.split} "
@@ -32,7 +36,12 @@ def report_table(report) -> Group:
         low, high = report.intervals.get(key, (float("nan"), float("nan")))
         table.add_row(key, f"{100 * value:.1f}", f"{100 * low:.1f}-{100 * high:.1f}")
     table.add_row("parse failures", str(report.parse_failures), "counted wrong")
-    parts = [table, f"predicted: {_distribution(report.predicted)}", f"gold:      {_distribution(report.gold)}"]
+    if report.truncated_outputs is not None:
+        table.add_row("empty outputs", _share(report.empty_outputs, report.n), "")
+        table.add_row("truncated outputs", _share(report.truncated_outputs, report.n), "hit max_new_tokens")
+    parts = [table]
+    if report.predicted:
+        parts += [f"predicted: {_distribution(report.predicted)}", f"gold:      {_distribution(report.gold)}"]
     if report.per_category:
         categories = Table(title="per category")
         categories.add_column("category")

@@ -15,7 +15,7 @@ import transformers
 import trl
 from datasets import Dataset
 
-from fasttune import backend, batching, data, guards
+from fasttune import backend, batching, data, guards, splits
 from fasttune.backend import Model
 from fasttune.errors import FasttuneError, FasttuneWarning, not_positive, raise_problems
 from fasttune.plots import plot_losses
@@ -128,6 +128,7 @@ def train(model: Model, task: Task, method: str = "sft", *, config: TrainConfig 
     (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
     examples = task.load(config.split)[: config.limit]
+    splits.refuse_test_rows(task, config.split, examples)
     task.check(examples[0])
     encoded = data.encode_for_training(task, examples, model.tokenizer, model.end_of_turn, model.max_seq_length)
     if encoded.too_long:

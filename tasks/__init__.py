@@ -12,6 +12,12 @@ _BUILTIN = {
     "larger_number": "fasttune.tasks.larger_number:LargerNumber",
     "rte": "fasttune.tasks.rte:RTE",
     "recipe_mpr": "fasttune.tasks.recipe_mpr:RecipeMPR",
+    "mnli": "fasttune.tasks.mnli:MNLI",
+    "nq_open": "fasttune.tasks.nq_open:NQOpen",
+    "nq_open_oracle": "fasttune.tasks.nq_open:NQOpenOracle",
+    "arxiv_title": "fasttune.tasks.arxiv_title:ArxivTitle",
+    "scitldr": "fasttune.tasks.scitldr:SciTLDR",
+    "shopbench": "fasttune.tasks.shopbench:ShopBench",
 }
 _REGISTERED: dict[str, type[Task]] = {}
 
