@@ -20,9 +20,12 @@ from fasttune.errors import FasttuneError
 # --- QA: SQuAD v1.1 normalisation, exact match, token F1, substring match ---------------------------------------
 
 
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
 def normalize_answer(text: str) -> str:
     """Lowercase, drop punctuation, drop the articles a/an/the, collapse whitespace (SQuAD v1.1's evaluation)."""
-    text = "".join(char for char in text.lower() if char not in set(string.punctuation))
+    text = text.lower().translate(_PUNCTUATION)
     text = re.sub(r"\b(a|an|the)\b", " ", text)
     return " ".join(text.split())
 

@@ -53,6 +53,29 @@ def report_table(report) -> Group:
     return Group(*parts)
 
 
+def suite_table(reports, not_run: dict[str, str], title: str) -> Group:
+    """One row per task and metric of a suite run: value, interval, n, parse failures, empty/truncated, time."""
+    table = Table(title=title)
+    for column, justify in (("task", "left"), ("scored by", "left"), ("metric", "left"), ("value", "right"),
+                            ("95% CI", "right"), ("n", "right"), ("parse fail", "right"),
+                            ("empty / trunc", "right"), ("s", "right")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for report in reports:
+        for index, (key, value) in enumerate(report.metrics.items()):
+            low, high = report.intervals.get(key, (float("nan"), float("nan")))
+            first = index == 0
+            generated = report.truncated_outputs is not None
+            table.add_row(
+                report.task["name"] if first else "", report.engine if first else "", key, f"{100 * value:.1f}",
+                f"{100 * low:.1f}-{100 * high:.1f}", str(report.n) if first else "",
+                str(report.parse_failures) if first else "",
+                f"{report.empty_outputs} / {report.truncated_outputs}" if first and generated else "",
+                f"{report.seconds:.0f}" if first else "", end_section=index == len(report.metrics) - 1)
+    parts = [table]
+    parts += [f"not run: {name}: {reason}" for name, reason in not_run.items()]
+    return Group(*parts)
+
+
 def comparison_table(comparison) -> Group:
     """Side-by-side metrics, the paired test and example flips of a Comparison."""
     a, b = comparison.a, comparison.b
