@@ -30,7 +30,7 @@ def run_suite(name: str, *, model: str | None, data_root: str | Path, limit: int
     loaded = fasttune.load(model)
     reports: list[Report] = []
     not_run: dict[str, str] = {}
-    for task_name in fasttune.tasks.list():
+    for task_name in fasttune.tasks.builtin():
         task = fasttune.tasks.get(task_name)
         task.data_dir = data_root / (task.data_folder or task.name)
         config = EvalConfig(split=task.test_split, limit=limit, engine=engine, seed=seed)

@@ -28,7 +28,7 @@ def test_seeds_suite_runs_from_the_cli_on_every_task(tiny_model_dir, data_root, 
     summary = bench.main(["--suite", "seeds", "--model", str(tiny_model_dir), "--data", str(data_root),
                           "--limit", "3", "--out", str(tmp_path)])
     runs = {(r["task"]["name"], r["engine"]) for r in summary["reports"]}
-    assert {name for name, _ in runs} == set(fasttune.tasks.list()) and summary["not_run"] == {}
+    assert {name for name, _ in runs} == set(fasttune.tasks.builtin()) and summary["not_run"] == {}
     assert ("recipe_mpr", "embedding") in runs and ("scitldr", "generate") in runs and ("mnli", "loglik") in runs
     assert all(r["n"] == 3 for r in summary["reports"])
     saved = json.loads((tmp_path / "suite.json").read_text())
