@@ -24,6 +24,9 @@ from fasttune.progress import console
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fasttune.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="larger_number", help="task name (see fasttune.tasks.list())")
+    parser.add_argument("--suite", choices=["seeds"], default=None,
+                        help="evaluate every built-in task on --model instead (no training); --data is then the "
+                             "data root, e.g. ../shared/data")
     parser.add_argument("--data", default=None, help="the task's data folder, e.g. ../shared/data/rte")
     parser.add_argument("--model", default=None, help="local model folder (default: embedded SmolLM2-135M)")
     parser.add_argument("--limit", type=int, default=200, help="evaluation examples (default 200)")
@@ -49,6 +52,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         return speed.main(argv[1:])
     args = parse_args(argv)
+    if args.suite:
+        from fasttune.suite import run_suite
+
+        return run_suite(args.suite, model=args.model, data_root=args.data or "../shared/data", limit=args.limit,
+                         engine=args.engine, seed=args.seed,
+                         out=args.out or f"runs/suite-{args.suite}-{datetime.now():%Y%m%d-%H%M%S}")
     out = Path(args.out or f"runs/bench-{args.task}-{datetime.now():%Y%m%d-%H%M%S}")
     task = fasttune.tasks.get(args.task, **({"data_dir": args.data} if args.data else {}))
     model = fasttune.load(args.model, max_seq_length=args.max_seq_length)

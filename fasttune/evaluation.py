@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -63,6 +63,10 @@ class Report:
     per_category: dict[str, dict[str, float]]
     seconds: float
     records: list[dict] = field(repr=False)
+    empty_outputs: int | None = None
+    """Generation only: replies that were empty after stripping."""
+    truncated_outputs: int | None = None
+    """Generation only: replies cut off at max_new_tokens before the end-of-turn token."""
 
     @property
     def primary(self) -> str:
@@ -108,19 +112,24 @@ def evaluate(model: Model | str | Path, task: Task, split: str = "test", *, limi
     if not isinstance(model, Model):  # a GgufModel
         outputs = (model.loglik_choices(task, examples) if use_loglik else
                    model.generate(task, examples, config.max_new_tokens or task.max_new_tokens))
-        return _build_report(model, task, examples, outputs, "loglik" if use_loglik else "generate",
-                             time.perf_counter() - started, config)
+        return score_outputs(task, examples, outputs, model_name=model.name,
+                             engine="loglik" if use_loglik else "generate", seconds=time.perf_counter() - started,
+                             config=config)
     backend.for_inference(model)
+    truncated = None
     with torch.inference_mode():
         if use_loglik:
             outputs = _loglik_choices(model, task, examples, config.batch_size)
         else:
             prompts = [data.example_prompt_ids(task, example, model.tokenizer) for example in examples]
-            outputs = [texts[0] for texts in generate(
+            completions = [samples[0] for samples in generate(
                 model, prompts, max_new_tokens=config.max_new_tokens or task.max_new_tokens,
                 batch_size=config.batch_size, description=f"generating {task.name}")]
+            outputs = [completion.text for completion in completions]
+            truncated = [completion.truncated for completion in completions]
     seconds = time.perf_counter() - started
-    return _build_report(model, task, examples, outputs, "loglik" if use_loglik else "generate", seconds, config)
+    return score_outputs(task, examples, outputs, model_name=model.name, engine="loglik" if use_loglik else "generate",
+                         seconds=seconds, config=config, truncated=truncated)
 
 
 def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: int) -> list[str]:
@@ -163,7 +172,7 @@ def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: 
 
 
 def generate(model: Model, prompts: list[list[int]], *, max_new_tokens: int, batch_size: int = 16,
-             num_samples: int = 1, temperature: float = 0.0, description: str = "generating") -> list[list[str]]:
+             num_samples: int = 1, temperature: float = 0.0, description: str = "generating") -> list[list[Completion]]:
     """`num_samples` completions of each tokenized chat prompt, batched with left padding, stopped at the end-of-turn
     token.
 
@@ -172,7 +181,7 @@ def generate(model: Model, prompts: list[list[int]], *, max_new_tokens: int, bat
     tokenizer = model.tokenizer
     end_id = tokenizer.convert_tokens_to_ids(model.end_of_turn)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    texts: list[list[str]] = [[] for _ in prompts]
+    completions: list[list[Completion]] = [[] for _ in prompts]
     sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else \
         {"do_sample": False}
     with progress_bar(description, len(order)) as advance:
@@ -190,10 +199,23 @@ def generate(model: Model, prompts: list[list[int]], *, max_new_tokens: int, bat
                     max_new_tokens=max_new_tokens, num_return_sequences=num_samples, eos_token_id=end_id,
                     pad_token_id=tokenizer.pad_token_id, **sampling)
             for row, i in enumerate(batch):
-                texts[i] = [tokenizer.decode(sequence[width:], skip_special_tokens=True).strip()
-                            for sequence in generated[row * num_samples:(row + 1) * num_samples]]
+                completions[i] = [_completion(tokenizer, sequence[width:], end_id, max_new_tokens)
+                                  for sequence in generated[row * num_samples:(row + 1) * num_samples]]
             advance(len(batch))
-    return texts
+    return completions
+
+
+class Completion(NamedTuple):
+    """One generated reply, and whether it stopped at max_new_tokens without ending its turn."""
+
+    text: str
+    truncated: bool
+
+
+def _completion(tokenizer, new_tokens: torch.Tensor, end_id: int, max_new_tokens: int) -> Completion:
+    ended = end_id in new_tokens.tolist()
+    return Completion(tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
+                      not ended and len(new_tokens) == max_new_tokens)
 
 
 def _out_of_memory_advice(batch_size: int, sequence_length: int):
@@ -201,9 +223,10 @@ def _out_of_memory_advice(batch_size: int, sequence_length: int):
                                        "Lower EvalConfig.batch_size, or limit the prompt length")
 
 
-def _build_report(model: Model, task: Task, examples: list[dict], outputs: list[str], engine: str, seconds: float,
-                  config: EvalConfig) -> Report:
-    predictions = [task.parse_answer(text) for text in outputs]
+def score_outputs(task: Task, examples: list[dict], outputs: list[str], *, model_name: str, engine: str,
+                  seconds: float, config: EvalConfig, truncated: list[bool] | None = None) -> Report:
+    """The Report of model (or baseline) `outputs` on `examples`: parse, score each, aggregate, bootstrap."""
+    predictions = [task.parse(text, example) for text, example in zip(outputs, examples, strict=True)]
     references = [task.answer(example) for example in examples]
     records, per_example = [], []
     for example, output, prediction, reference in zip(examples, outputs, predictions, references, strict=True):
@@ -211,18 +234,25 @@ def _build_report(model: Model, task: Task, examples: list[dict], outputs: list[
         per_example.append(scores)
         records.append({"id": example["id"], "output": output, "parsed": prediction, "gold": reference,
                         "scores": scores, "categories": task.categories(example)})
+    if type(task).aggregate is Task.aggregate:  # means: scipy's vectorised bootstrap of each score
+        intervals = {key: bootstrap_interval([s[key] for s in per_example], config.bootstrap_resamples, config.seed)
+                     for key in per_example[0]}
+    else:
+        intervals = reaggregated_intervals(task, per_example, predictions, references, config.bootstrap_resamples,
+                                           config.seed)
+    closed = task.choices(examples[0]) is not None
     return Report(
         task={**task.describe(), "primary_metric": task.primary_metric},
-        model=model.name, split=config.split, engine=engine, n=len(examples),
-        metrics=task.metric(predictions, references),
-        intervals={key: bootstrap_interval([s[key] for s in per_example], config.bootstrap_resamples, config.seed)
-                   for key in per_example[0]},
+        model=model_name, split=config.split, engine=engine, n=len(examples),
+        metrics=task.aggregate(per_example, predictions, references), intervals=intervals,
         parse_failures=sum(p is None for p in predictions),
         predicted=_distribution(task.answer_label(p, e) if p is not None else "unparsed"
-                                for p, e in zip(predictions, examples)),
-        gold=_distribution(task.answer_label(r, e) for r, e in zip(references, examples)),
+                                for p, e in zip(predictions, examples)) if closed else {},
+        gold=_distribution(task.answer_label(r, e) for r, e in zip(references, examples)) if closed else {},
         per_category=_per_category(records, task.primary_metric),
-        seconds=seconds, records=records)
+        seconds=seconds, records=records,
+        empty_outputs=None if truncated is None else sum(not text.strip() for text in outputs),
+        truncated_outputs=None if truncated is None else sum(truncated))
 
 
 def bootstrap_interval(values: list[float], resamples: int, seed: int) -> tuple[float, float]:
@@ -233,6 +263,26 @@ def bootstrap_interval(values: list[float], resamples: int, seed: int) -> tuple[
     result = stats.bootstrap((array,), np.mean, n_resamples=resamples, confidence_level=0.95,
                              method="percentile", rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def reaggregated_intervals(task: Task, scores: list[dict], predictions: list, references: list, resamples: int,
+                           seed: int) -> dict[str, tuple[float, float]]:
+    """95% percentile-bootstrap intervals of every metric `task.aggregate` reports, resampling examples.
+
+    A metric missing from a resample (e.g. a group no resampled example belongs to) is left out of that draw.
+    """
+    full = task.aggregate(scores, predictions, references)
+    if len(scores) < 2:
+        return {key: (value, value) for key, value in full.items()}
+    rng, draws = np.random.default_rng(seed), {key: [] for key in full}
+    for _ in range(resamples):
+        picked = rng.integers(0, len(scores), len(scores))
+        resampled = task.aggregate([scores[i] for i in picked], [predictions[i] for i in picked],
+                                   [references[i] for i in picked])
+        for key, value in resampled.items():
+            draws.setdefault(key, []).append(value)
+    return {key: (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
+            for key, values in draws.items()}
 
 
 def _distribution(labels) -> dict[str, int]:

@@ -14,7 +14,7 @@ from typing import Literal
 import trl
 from datasets import Dataset
 
-from fasttune import backend, training
+from fasttune import backend, splits, training
 from fasttune.backend import Model
 from fasttune.errors import FasttuneError, not_positive
 from fasttune.rewards import Judged, SampledDataConfig, sample_judged
@@ -145,8 +145,7 @@ def prepare(model: Model, task: Task, config: PreferenceConfig) -> TrainingData:
         pairs = read_pairs(config.pairs_file)[: config.limit]
         summary = {"source": str(config.pairs_file), "pairs": len(pairs)}
     else:
-        examples = task.load(config.split)[: config.limit]
-        task.check(examples[0])
+        examples = splits.training_examples(task, config.split, config.limit)
         built = build_pairs(task, examples, sample_judged(model, task, examples, config.sampling))
         pairs, summary = built.pairs, built.summary()
     if config.method == "kto":

@@ -14,7 +14,7 @@ from typing import Literal
 import trl
 from datasets import Dataset
 
-from fasttune import backend, training
+from fasttune import backend, splits, training
 from fasttune.backend import Model
 from fasttune.errors import FasttuneError, not_positive
 from fasttune.task import Task, read_jsonl
@@ -80,7 +80,7 @@ def prepare(model: Model, task: Task, config: CptConfig) -> TrainingData:
     if config.text_file:
         documents = read_documents(config.text_file, config.text_field)[: config.limit]
     else:
-        documents = [task.document(example) for example in task.load(config.split)[: config.limit]]
+        documents = [task.document(example) for example in splits.training_examples(task, config.split, config.limit)]
     tokenizer = model.tokenizer
     tokens = [tokenizer(document, add_special_tokens=False)["input_ids"] for document in documents]
     blocks, dropped = pack(tokens, tokenizer.eos_token_id, config.block_size)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from fasttune import training
+from fasttune import splits, training
 from fasttune.backend import Model
 from fasttune.data import encode_samples
 from fasttune.rewards import Judged, SampledDataConfig, sample_judged
@@ -56,8 +56,7 @@ def select_answers(task: Task, examples: list[Example], judged: list[list[Judged
 
 def prepare(model: Model, task: Task, config: RftConfig) -> TrainingData:
     """Sample, judge and keep; the kept answers become completion-only SFT rows."""
-    examples = task.load(config.split)[: config.limit]
-    task.check(examples[0])
+    examples = splits.training_examples(task, config.split, config.limit)
     kept = select_answers(task, examples, sample_judged(model, task, examples, config.sampling), config.threshold)
     encoded = encode_samples(task, kept.samples, model.tokenizer, model.end_of_turn, model.max_seq_length)
     return TrainingData(encoded.rows, encoded.ids, encoded.too_long, kept.summary())

@@ -15,7 +15,7 @@ import torch
 import trl
 from datasets import Dataset
 
-from fasttune import backend, data, training
+from fasttune import backend, data, splits, training
 from fasttune.backend import Model
 from fasttune.errors import not_positive
 from fasttune.evaluation import generate
@@ -83,10 +83,11 @@ def sample_judged(model: Model, task: Task, examples: list[Example], config: Sam
                                data.where_example(task, example)) for example in examples]
     backend.for_inference(model)
     with torch.inference_mode():
-        texts = generate(model, prompts, max_new_tokens=config.max_new_tokens or task.max_new_tokens,
-                         batch_size=config.batch_size, num_samples=config.samples, temperature=config.temperature,
-                         description=f"sampling {task.name}")
-    return [[judge(task, example, text) for text in outputs] for example, outputs in zip(examples, texts, strict=True)]
+        samples = generate(model, prompts, max_new_tokens=config.max_new_tokens or task.max_new_tokens,
+                           batch_size=config.batch_size, num_samples=config.samples, temperature=config.temperature,
+                           description=f"sampling {task.name}")
+    return [[judge(task, example, completion.text) for completion in completions]
+            for example, completions in zip(examples, samples, strict=True)]
 
 
 def _with_instruction(prompt: Messages, instruction: str | None) -> Messages:
@@ -150,8 +151,7 @@ class GrpoConfig(TrainConfig):
 
 def prepare(model: Model, task: Task, config: GrpoConfig) -> TrainingData:
     """The task's prompts, each row holding the index of its example for the reward."""
-    examples = task.load(config.split)[: config.limit]
-    task.check(examples[0])
+    examples = splits.training_examples(task, config.split, config.limit)
     rows = [{"prompt": task.format(example).prompt, "example_index": index} for index, example in enumerate(examples)]
     return TrainingData(rows, summary={"prompts": len(rows)}, examples_used=examples)
 

@@ -21,6 +21,10 @@ def _distribution(counts: dict[str, int]) -> str:
     return shown + (f", ... ({len(counts) - 8} more)" if len(counts) > 8 else "")
 
 
+def _share(count: int, total: int) -> str:
+    return f"{count} ({100 * count / max(total, 1):.0f}%)"
+
+
 def report_table(report) -> Group:
     """Metrics with intervals, parse failures, answer distributions and per-category scores of one Report."""
     table = Table(title=f"{report.task['name']} v{report.task['version']} | {report.model} | {report.split} "
@@ -32,7 +36,12 @@ def report_table(report) -> Group:
         low, high = report.intervals.get(key, (float("nan"), float("nan")))
         table.add_row(key, f"{100 * value:.1f}", f"{100 * low:.1f}-{100 * high:.1f}")
     table.add_row("parse failures", str(report.parse_failures), "counted wrong")
-    parts = [table, f"predicted: {_distribution(report.predicted)}", f"gold:      {_distribution(report.gold)}"]
+    if report.truncated_outputs is not None:
+        table.add_row("empty outputs", _share(report.empty_outputs, report.n), "")
+        table.add_row("truncated outputs", _share(report.truncated_outputs, report.n), "hit max_new_tokens")
+    parts = [table]
+    if report.predicted:
+        parts += [f"predicted: {_distribution(report.predicted)}", f"gold:      {_distribution(report.gold)}"]
     if report.per_category:
         categories = Table(title="per category")
         categories.add_column("category")
@@ -41,6 +50,29 @@ def report_table(report) -> Group:
         for name, row in report.per_category.items():
             categories.add_row(name, str(row["n"]), f"{100 * row[report.primary]:.1f}")
         parts.append(categories)
+    return Group(*parts)
+
+
+def suite_table(reports, not_run: dict[str, str], title: str) -> Group:
+    """One row per task and metric of a suite run: value, interval, n, parse failures, empty/truncated, time."""
+    table = Table(title=title)
+    for column, justify in (("task", "left"), ("scored by", "left"), ("metric", "left"), ("value", "right"),
+                            ("95% CI", "right"), ("n", "right"), ("parse fail", "right"),
+                            ("empty / trunc", "right"), ("s", "right")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for report in reports:
+        for index, (key, value) in enumerate(report.metrics.items()):
+            low, high = report.intervals.get(key, (float("nan"), float("nan")))
+            first = index == 0
+            generated = report.truncated_outputs is not None
+            table.add_row(
+                report.task["name"] if first else "", report.engine if first else "", key, f"{100 * value:.1f}",
+                f"{100 * low:.1f}-{100 * high:.1f}", str(report.n) if first else "",
+                str(report.parse_failures) if first else "",
+                f"{report.empty_outputs} / {report.truncated_outputs}" if first and generated else "",
+                f"{report.seconds:.0f}" if first else "", end_section=index == len(report.metrics) - 1)
+    parts = [table]
+    parts += [f"not run: {name}: {reason}" for name, reason in not_run.items()]
     return Group(*parts)
 
 

@@ -28,6 +28,7 @@ class Task:
     A subclass sets `name`, `VERSION` and `splits`, and implements `read` (or `load`), `format`, `answer` and
     `parse_answer`. Closed-label tasks also implement `choices`; tasks with categories implement `categories`.
     `parse_answer` never raises on model output: it returns None, which scores as wrong and is counted.
+    Evaluation keeps three steps apart: `parse` (extraction), `score` (one example), `aggregate` (a whole split).
     """
 
     name: ClassVar[str] = ""
@@ -36,9 +37,13 @@ class Task:
     primary_metric: ClassVar[str] = "accuracy"
     max_new_tokens: ClassVar[int] = 16
     hub_id: ClassVar[str | None] = None
+    data_folder: ClassVar[str | None] = None
+    """Folder under $FASTTUNE_DATA (or a bench's --data root) holding the task's files; default: the task's name."""
+    test_split: ClassVar[str | None] = "test"
+    """The held-out split: training on it, or on rows that repeat it, is refused."""
 
     def __init__(self, data_dir: str | os.PathLike | None = None):
-        self.data_dir = Path(data_dir) if data_dir is not None else _default_data_dir(self.name)
+        self.data_dir = Path(data_dir) if data_dir is not None else _default_data_dir(self.data_folder or self.name)
 
     # --- data -------------------------------------------------------------------------------------
     def load(self, split: str) -> list[Example]:
@@ -82,6 +87,10 @@ class Task:
         """The answer stated in model output `text`, or None when there is none."""
         raise NotImplementedError
 
+    def parse(self, text: str, example: Example) -> Any | None:
+        """The answer in `text` for `example`; tasks whose parsing depends on the example override this."""
+        return self.parse_answer(text)
+
     def choices(self, example: Example) -> list[str] | None:
         """Candidate completions for log-likelihood scoring; None for open-ended tasks."""
         return None
@@ -103,17 +112,28 @@ class Task:
         """Per-example scores; the default is exact match of the parsed answer."""
         return {"accuracy": float(prediction is not None and prediction == reference)}
 
+    def aggregate(self, scores: list[dict[str, float]], predictions: list[Any | None],
+                  references: list[Any]) -> dict[str, float]:
+        """Split-level metrics from the per-example `scores` (and the answers they came from, for corpus-level
+        metrics such as BLEU); the default is the mean of each score. Bootstrap intervals re-run it on resamples."""
+        return {key: sum(row[key] for row in scores) / len(scores) for key in scores[0]}
+
     def metric(self, predictions: list[Any | None], references: list[Any]) -> dict[str, float]:
-        """Scores over a whole split; the default averages `score` over examples."""
+        """Scores over a whole split: `score` each example, then `aggregate`."""
         if not predictions:
             return {}
-        rows = [self.score(p, r) for p, r in zip(predictions, references, strict=True)]
-        return {key: sum(row[key] for row in rows) / len(rows) for key in rows[0]}
+        scores = [self.score(p, r) for p, r in zip(predictions, references, strict=True)]
+        return self.aggregate(scores, predictions, references)
+
+    def text(self, example: Example) -> str:
+        """The example's input text, compared (normalised) when checking splits for overlap."""
+        return "\n".join(message["content"] for message in self.format(example).prompt)
 
     def check(self, example: Example) -> None:
-        """Fail when the gold completion of `example` does not parse back to its gold answer."""
-        parsed = self.parse_answer(self.format(example).completion)
-        if parsed != self.answer(example):
+        """Fail when the gold completion of `example` does not parse back to its gold answer (or, when the gold
+        answer is a tuple of references, to one of them)."""
+        parsed, gold = self.parse(self.format(example).completion, example), self.answer(example)
+        if parsed != gold and not (isinstance(gold, tuple) and parsed in gold):
             raise FasttuneError(f"Task '{self.name}' can never be right: parse_answer(gold completion) gave "
                                 f"{parsed!r}, expected {self.answer(example)!r} (example id={example['id']}).")
 

@@ -21,7 +21,7 @@ import transformers
 import trl
 from datasets import Dataset
 
-from fasttune import backend, batching, data, guards
+from fasttune import backend, batching, data, guards, splits
 from fasttune.backend import Model
 from fasttune.errors import FasttuneError, FasttuneWarning, not_positive, raise_problems, unknown_name
 from fasttune.plots import plot_losses
@@ -252,8 +252,7 @@ def method_config(method: str | None, config: TrainConfig | None, overrides: dic
 
 def prepare(model: Model, task: Task, config: TrainConfig) -> TrainingData:
     """SFT rows: the task's prompts and gold completions, tokenized with completion-only masks."""
-    examples = task.load(config.split)[: config.limit]
-    task.check(examples[0])
+    examples = splits.training_examples(task, config.split, config.limit)
     encoded = data.encode_for_training(task, examples, model.tokenizer, model.end_of_turn, model.max_seq_length)
     return TrainingData(encoded.rows, encoded.ids, encoded.too_long)
 

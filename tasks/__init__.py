@@ -12,6 +12,12 @@ _BUILTIN = {
     "larger_number": "fasttune.tasks.larger_number:LargerNumber",
     "rte": "fasttune.tasks.rte:RTE",
     "recipe_mpr": "fasttune.tasks.recipe_mpr:RecipeMPR",
+    "mnli": "fasttune.tasks.mnli:MNLI",
+    "nq_open": "fasttune.tasks.nq_open:NQOpen",
+    "nq_open_oracle": "fasttune.tasks.nq_open:NQOpenOracle",
+    "arxiv_title": "fasttune.tasks.arxiv_title:ArxivTitle",
+    "scitldr": "fasttune.tasks.scitldr:SciTLDR",
+    "shopbench": "fasttune.tasks.shopbench:ShopBench",
 }
 _REGISTERED: dict[str, type[Task]] = {}
 
@@ -27,6 +33,11 @@ def list() -> builtins.list[str]:  # noqa: A001 - the registry's public name
     return sorted({*_BUILTIN, *_REGISTERED})
 
 
+def builtin() -> builtins.list[str]:
+    """Names of the tasks that ship with fasttune."""
+    return sorted(_BUILTIN)
+
+
 def get(name: str, **kwargs) -> Task:
     """A task instance by name; keyword arguments (e.g. data_dir=) go to its constructor."""
     if name in _REGISTERED:
@@ -37,4 +48,4 @@ def get(name: str, **kwargs) -> Task:
     return getattr(importlib.import_module(module_name), class_name)(**kwargs)
 
 
-__all__ = ["Task", "get", "list", "register"]
+__all__ = ["Task", "builtin", "get", "list", "register"]

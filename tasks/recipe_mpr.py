@@ -4,12 +4,14 @@ Data: 500QA.json from D3Mlab/Recipe-MPR (e.g. ../shared/data/recipe_mpr). In the
 always listed first, so options are shuffled with a per-query seeded RNG and lettered A-E, making the gold letter
 near uniform. Splits: a seeded permutation of the 500 queries, 300 train / 100 validation / 100 test.
 Correct = the letter of the option whose id is `answer`. Categories: the query types (a query can have several;
-queries with none are "Plain").
+queries with none are "Plain"). `embedding_baseline` is the study's non-LLM baseline: the option whose
+all-MiniLM-L6-v2 embedding is closest (cosine) to the query's.
 """
 
 import json
 import random
 
+from fasttune import metrics
 from fasttune.errors import FasttuneError
 from fasttune.parsing import option_letter
 from fasttune.task import Sample, Task, require_fields
@@ -64,3 +66,10 @@ class RecipeMPR(Task):
 
     def categories(self, example):
         return example["query_types"] or ["Plain"]
+
+    def embedding_baseline(self, examples):
+        """For each example, the letter of the option most cosine-similar to the query (all-MiniLM-L6-v2)."""
+        queries = metrics.embed([example["query"] for example in examples])
+        options = metrics.embed([option for example in examples for option in example["options"]])
+        similarity = (options.reshape(len(examples), len(LETTERS), -1) @ queries[:, :, None])[:, :, 0]
+        return [LETTERS[i] for i in similarity.argmax(axis=1)]

@@ -59,6 +59,7 @@ class ListTask(Task):
     """A task over rows given in code; `read` returns them, so Task.load's checks apply."""
 
     name = "list_task"
+    test_split = None  # every split holds the same rows: no held-out split to protect
 
     def __init__(self, rows, data_dir):
         super().__init__(data_dir)

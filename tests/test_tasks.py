@@ -128,3 +128,148 @@ def test_larger_number_first_and_second_answers_are_balanced():
     task = fasttune.tasks.get("larger_number")
     positions = collections.Counter(task.answer_label(task.answer(e), e) for e in task.load("train"))
     assert abs(positions["first"] - positions["second"]) < 150
+
+
+SEED_TASKS = {"mnli": (8999, 9815), "nq_open": (2911, 699), "nq_open_oracle": (2151, 504),
+              "arxiv_title": (1619, 204), "scitldr": (1991, 619)}
+
+
+def _task(name, data_root):
+    task = fasttune.tasks.get(name)
+    task.data_dir = data_root / (task.data_folder or task.name)
+    return task
+
+
+def test_registry_lists_every_seed_workflow():
+    assert set(fasttune.tasks.list()) >= {"larger_number", "rte", "recipe_mpr", "mnli", "nq_open", "nq_open_oracle",
+                                          "arxiv_title", "scitldr", "shopbench"}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_TASKS))
+def test_seed_task_loads_formats_parses_its_gold_back_and_scores_perfectly(name, data_root):
+    task = _task(name, data_root)
+    train, test = task.load("train"), task.load("test")
+    assert (len(train), len(test)) == SEED_TASKS[name]
+    for example in test[:25]:
+        task.check(example)
+    predictions = [task.parse(task.format(e).completion, e) for e in test[:25]]
+    scores = task.metric(predictions, [task.answer(e) for e in test[:25]])
+    assert scores[task.primary_metric] == 1.0
+    assert task.metric([None] * 25, [task.answer(e) for e in test[:25]])[task.primary_metric] == 0.0
+
+
+def test_mnli_labels_map_to_yes_maybe_no_and_recall_is_per_gold_label(data_root):
+    task = _task("mnli", data_root)
+    test = task.load("test")
+    assert collections.Counter(task.answer(e) for e in test) == {"yes": 3479, "maybe": 3123, "no": 3213}
+    assert task.choices(test[0]) == ["yes", "maybe", "no"]
+    scores = task.metric(["yes", "yes", "no", None], ["yes", "maybe", "no", "no"])
+    assert scores == {"accuracy": 0.5, "recall_yes": 1.0, "recall_maybe": 0.0, "recall_no": 0.5}
+
+
+def test_nq_variants_put_each_question_in_the_same_split(data_root):
+    closed, oracle = _task("nq_open", data_root), _task("nq_open_oracle", data_root)
+    closed_test = {e["question"] for e in closed.load("test")}
+    assert {e["question"] for e in oracle.load("test")} <= closed_test
+    assert not {e["question"] for e in oracle.load("train")} & closed_test
+    example = oracle.load("test")[0]
+    assert example["passage"]["title"] in oracle.format(example).prompt[0]["content"]
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("Wilhelm Conrad Röntgen", {"subem": 1.0, "em": 1.0, "f1": 1.0}),
+    ("It was Röntgen, in 1901.\nMore text", {"subem": 0.0, "em": 0.0, "f1": 0.25}),
+    ("the first was Wilhelm Conrad Röntgen", {"subem": 1.0, "em": 0.0, "f1": pytest.approx(0.75)}),
+    ("", {"subem": 0.0, "em": 0.0, "f1": 0.0}),
+])
+def test_nq_replies_score_subem_em_and_token_f1(reply, expected):
+    task = fasttune.tasks.get("nq_open")
+    assert task.score(task.parse_answer(reply), ("Wilhelm Conrad Röntgen",)) == expected
+
+
+def test_generation_tasks_aggregate_corpus_bleu_beside_mean_rouge(data_root):
+    import sacrebleu
+
+    task = _task("scitldr", data_root)
+    examples = task.load("test")[:4]
+    replies = ["We propose a new method.", "", "A model for graphs.", task.format(examples[3]).completion]
+    predictions = [task.parse_answer(r) for r in replies]
+    references = [task.answer(e) for e in examples]
+    scores = task.metric(predictions, references)
+    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(max(map(len, references)))]
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu([r for r in replies], streams).score / 100)
+    assert predictions[1] is None and task.score(None, references[1])["rougeL"] == 0.0
+    assert 0 < scores["rougeL"] < 1
+
+
+def test_arxiv_titles_are_whitespace_clean_and_splits_disjoint(data_root):
+    task = _task("arxiv_title", data_root)
+    ids = {split: {e["id"] for e in task.load(split)} for split in task.splits}
+    assert sum(map(len, ids.values())) == 2000 and not ids["train"] & ids["test"]
+    assert all("\n" not in e["title"] and "  " not in e["title"] for e in task.load("test"))
+
+
+def test_shopbench_reads_the_format_and_scores_gold_replies_perfectly(data_root):
+    task = _task("shopbench", data_root)
+    examples = task.load("test")
+    assert len(examples) == 17
+    assert {e["task_type"] for e in examples} == {"multiple-choice", "retrieval", "ranking",
+                                                  "named_entity_recognition", "generation"}
+    for example in examples:
+        task.check(example)
+    predictions = [task.parse(task.format(e).completion, e) for e in examples]
+    scores = task.metric(predictions, [task.answer(e) for e in examples])
+    assert scores["overall"] == pytest.approx(1.0) and scores["task:task_rank"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("task_type, reply, parsed", [
+    ("multiple-choice", "2", 2), ("multiple-choice", " 1. foam yoga block", 1), ("multiple-choice", "a", None),
+    ("multiple-choice", "", None),
+    ("ranking", "1, 2, 3, 4, 5", [1, 2, 3, 4, 5]), ("ranking", "[1, 2, 3, 4, 5]", [1, 2, 3, 4, 5]),
+    ("ranking", "1, 2, 2, 3", None), ("ranking", "1, 4, 5, aicrowd, 6", [1, 4, 5, 6]), ("ranking", "none", None),
+    ("retrieval", "100, 200, 300, 400", [100, 200, 300]), ("retrieval", "100, 200, jjhg", [100, 200]),
+    ("named_entity_recognition", "['New York', 'Amazon']", ["New York", "Amazon"]),
+    ("named_entity_recognition", "New York, Amazon", ["New York", "Amazon"]),
+    ("named_entity_recognition", "[New York, Amazon]", ["[New York", "Amazon]"]),
+    ("named_entity_recognition", "[4, 1]", ["[4", "1]"]),
+    ("generation", "  A fine kettle.\n", "A fine kettle."), ("generation", " \n", None),
+])
+def test_shopbench_parses_replies_as_the_challenge_parsers_do(task_type, reply, parsed):
+    assert fasttune.tasks.get("shopbench").parse(reply, {"task_type": task_type}) == parsed
+
+
+def test_shopbench_aggregates_per_task_per_track_and_overall_with_pooled_micro_f1(tmp_path):
+    import json
+
+    rows = [("mc", "t1", "multiple-choice", "accuracy", 1, "1"), ("mc", "t1", "multiple-choice", "accuracy", 2, "x"),
+            ("ner", "t1", "named_entity_recognition", "micro f1", ["a", "b"], "a"),
+            ("ner", "t1", "named_entity_recognition", "micro f1", ["c"], "c, d, e"),
+            ("ret", "t2", "retrieval", "hit rate@3", [1, 2, 3], "3, 9, 8")]
+    (tmp_path / "dev.jsonl").write_text("\n".join(json.dumps(
+        {"input_field": "q", "output_field": gold, "task_name": name, "track": track, "task_type": kind,
+         "metric": metric, "is_multiple_choice": kind == "multiple-choice"}) for name, track, kind, metric, gold, _ in rows))
+    task = fasttune.tasks.get("shopbench", data_dir=tmp_path)
+    examples = task.load("test")
+    predictions = [task.parse(row[-1], e) for row, e in zip(rows, examples)]
+    assert predictions[1] is None  # unparsable: scores 0 and is counted by the report
+    scores = task.metric(predictions, [task.answer(e) for e in examples])
+    ner = 2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3)  # pooled: tp 2, fp 2, fn 1
+    assert scores["task:mc"] == 0.5 and scores["task:ner"] == pytest.approx(ner)
+    assert scores["task:ret"] == pytest.approx(1 / 3)
+    assert scores["track:t1"] == pytest.approx((0.5 + ner) / 2) and scores["track:t2"] == pytest.approx(1 / 3)
+    assert scores["overall"] == pytest.approx((0.5 + ner + 1 / 3) / 3)
+
+
+def test_shopbench_bad_row_names_file_line_and_field(tmp_path):
+    (tmp_path / "dev.jsonl").write_text('{"input_field": "q", "output_field": "x", "task_name": "a", "track": "t", '
+                                        '"task_type": "ranking", "metric": "ndcg"}\n')
+    with pytest.raises(fasttune.FasttuneError, match=r"dev.jsonl, line 1: field 'output_field' is 'x'"):
+        fasttune.tasks.get("shopbench", data_dir=tmp_path).load("test")
+
+
+def test_recipe_mpr_embedding_baseline_picks_the_closest_option(data_root):
+    task = fasttune.tasks.get("recipe_mpr", data_dir=data_root / "recipe_mpr")
+    examples = task.load("test")
+    letters = task.embedding_baseline(examples)
+    accuracy = sum(p == task.answer(e) for p, e in zip(letters, examples)) / len(examples)
+    assert set(letters) <= set("ABCDE") and accuracy > 0.3  # chance is 0.2

@@ -1,0 +1,162 @@
+"""shopbench: the Amazon KDD Cup 2024 "Multi-Task Online Shopping Challenge" (ShopBench) format and scoring.
+
+Data: any JSON-lines file in the ShopBench format (../shared/data/shopbench_format/README.md states it), or a folder
+of them (*.json, *.jsonl): input_field (the whole prompt), output_field (gold), task_name, task_type, metric, track.
+All rows form the "test" split (the challenge publishes no training data).
+Replies are parsed as the challenge's parsers do: multiple-choice = the first character as an index; retrieval =
+the first 3 numbers; ranking = the first 5 numbers, unparsed when one repeats; NER = a Python list of strings or a
+comma-separated list; generation = the stripped text. Unparsable (or empty) replies are counted and score the
+metric's worst value, 0. Metrics: accuracy, hit rate@3, ndcg (gain 2^rel - 1), micro f1 (pooled over a task_name),
+rougel, bleu and jp-bleu (sacrebleu on the reply's first line, lowercased; ja-mecab tokens), sent-transformer and
+multilingual-sent-transformer (cosine floored at 0). Aggregation as the challenge's local evaluation: the mean
+per task_name (micro f1 pooled), a track's score the mean of its task scores, overall the mean of all task scores.
+"""
+
+import ast
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fasttune import metrics
+from fasttune.errors import FasttuneError
+from fasttune.task import Sample, Task, require_fields
+
+GOLD_TYPES = {"multiple-choice": int, "retrieval": list, "ranking": list, "named_entity_recognition": list,
+              "generation": (str, list)}
+METRICS = ("accuracy", "hit rate@3", "ndcg", "micro f1", "rougel", "bleu", "jp-bleu", "sent-transformer",
+           "multilingual-sent-transformer")
+MULTILINGUAL = "paraphrase-multilingual-MiniLM-L12-v2"
+
+
+@dataclass(frozen=True)
+class Gold:
+    """A row's gold answer and how it is scored."""
+
+    truth: Any
+    metric: str
+    task_name: str
+    track: str
+
+
+class ShopBench(Task):
+    name = "shopbench"
+    VERSION = 1
+    splits = ("test",)
+    primary_metric = "score"
+    max_new_tokens = 64
+    data_folder = "shopbench_format"
+
+    def read(self, data_dir, split):
+        files = sorted(p for p in data_dir.iterdir() if p.suffix in (".json", ".jsonl")) if data_dir.is_dir() \
+            else [data_dir]
+        rows = []
+        for path in files:
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if line.strip():
+                    rows.append(_row(path, number, line))
+        return rows
+
+    def format(self, example):
+        truth, kind = example["output_field"], example["task_type"]
+        if kind == "ranking":  # the ideal order: items by falling relevance
+            truth = sorted(range(1, len(truth) + 1), key=lambda item: -truth[item - 1])
+        if isinstance(truth, list) and kind != "generation":
+            truth = ", ".join(map(str, truth))
+        elif isinstance(truth, list):
+            truth = truth[0]
+        return Sample([{"role": "user", "content": example["input_field"]}], str(truth))
+
+    def answer(self, example):
+        return Gold(example["output_field"], example["metric"], example["task_name"], example["track"])
+
+    def parse(self, text, example):
+        text, kind = (text or "").strip(), example["task_type"]
+        if not text:
+            return None
+        if kind == "multiple-choice":
+            return int(text[0]) if text[0].isdigit() else None
+        if kind in ("retrieval", "ranking"):
+            numbers = [int(part) for part in "".join(c for c in text if c.isdigit() or c in ", ").split(",")
+                       if part.strip().isdigit()]
+            if kind == "retrieval":
+                return numbers[:3] or None
+            numbers = numbers[:5]
+            return numbers if numbers and len(set(numbers)) == len(numbers) else None
+        if kind == "named_entity_recognition":
+            try:
+                entities = ast.literal_eval(text)
+            except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):  # never raise on replies
+                entities = None
+            if not (isinstance(entities, list) and all(isinstance(e, str) for e in entities)):
+                entities = [entity.strip() for entity in text.split(",")]
+            return entities
+        return text
+
+    def score(self, prediction, reference):
+        return {"score": 0.0 if prediction is None else _metric(prediction, reference)}
+
+    def aggregate(self, scores, predictions, references):
+        groups: dict[str, list[int]] = {}
+        for index, reference in enumerate(references):
+            groups.setdefault(reference.task_name, []).append(index)
+        task_scores, tracks = {}, {}
+        for task_name, indices in groups.items():
+            if references[indices[0]].metric == "micro f1":
+                task_scores[task_name] = metrics.micro_f1([_entity_counts(predictions[i], references[i])
+                                                           for i in indices])
+            else:
+                task_scores[task_name] = sum(scores[i]["score"] for i in indices) / len(indices)
+            tracks.setdefault(references[indices[0]].track, []).append(task_scores[task_name])
+        return {"overall": sum(task_scores.values()) / len(task_scores),
+                **{f"track:{track}": sum(values) / len(values) for track, values in sorted(tracks.items())},
+                **{f"task:{name}": value for name, value in sorted(task_scores.items())},
+                "score": sum(row["score"] for row in scores) / len(scores)}
+
+    def check(self, example):
+        best = self.score(self.parse(self.format(example).completion, example), self.answer(example))["score"]
+        if best < 1 - 1e-6:
+            raise FasttuneError(f"Task '{self.name}' can never be right: the gold completion of example "
+                                f"id={example['id']} scores {best:.3f}, not 1.")
+
+
+def _row(path: Path, number: int, line: str) -> dict:
+    where = f"{path}, line {number}"
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise FasttuneError(f"{where}: malformed JSON ({error.msg}).") from None
+    require_fields(row, ("input_field", "output_field", "task_name", "task_type", "metric", "track"), where)
+    if row["task_type"] not in GOLD_TYPES:
+        raise FasttuneError(f"{where}: field 'task_type' is {row['task_type']!r}, expected one of "
+                            f"{', '.join(GOLD_TYPES)}.")
+    if row["metric"] not in METRICS:
+        raise FasttuneError(f"{where}: field 'metric' is {row['metric']!r}, expected one of {', '.join(METRICS)}.")
+    if not isinstance(row["output_field"], GOLD_TYPES[row["task_type"]]) or row["output_field"] in ([], ""):
+        raise FasttuneError(f"{where}: field 'output_field' is {row['output_field']!r}, which is not a gold answer "
+                            f"of a {row['task_type']} task.")
+    return {**row, "id": f"{path.name}:{number}"}
+
+
+def _entity_counts(prediction, reference: Gold) -> tuple[int, int, int]:
+    return (0, 0, len(reference.truth)) if prediction is None else metrics.entity_counts(prediction, reference.truth)
+
+
+def _metric(prediction, gold: Gold) -> float:
+    truth = gold.truth
+    if gold.metric == "accuracy":
+        return float(prediction == truth)
+    if gold.metric == "hit rate@3":
+        return metrics.hit_rate_at_3(prediction, truth)
+    if gold.metric == "ndcg":
+        return metrics.ndcg(prediction, truth)
+    if gold.metric == "micro f1":  # per example for display; the task score pools the counts
+        return metrics.micro_f1([metrics.entity_counts(prediction, truth)])
+    if gold.metric == "rougel":
+        return metrics.rouge(prediction, [truth], ("rougeL",))["rougeL"]
+    if gold.metric in ("bleu", "jp-bleu"):
+        first_line = prediction.strip("\n").split("\n")[0]
+        return metrics.corpus_bleu([first_line], [[truth]], tokenize="ja-mecab" if gold.metric == "jp-bleu"
+                                   else "13a", lowercase=True)
+    model = metrics.MINILM if gold.metric == "sent-transformer" else MULTILINGUAL
+    return metrics.embedding_similarity(prediction, truth, model)
