@@ -3,7 +3,6 @@
 
     python benchmarks/merge_rte_mnli.py ../shared/data OUT [--train-limit 160] [--limit 100]
 
-MNLI is read by a small task defined here (yes / maybe / no) until the built-in `mnli` task lands.
 Writes OUT/summary.json and prints a markdown table.
 """
 
@@ -14,39 +13,6 @@ from datetime import datetime
 from pathlib import Path
 
 import fasttune
-from fasttune.parsing import first_label
-from fasttune.task import Sample, Task, read_jsonl
-
-MNLI_LABELS = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
-
-
-class BenchMNLI(Task):
-    """MNLI as yes / maybe / no: train = the 8,999-row subset, test = dev-matched."""
-
-    name = "mnli_bench"
-    max_new_tokens = 4
-
-    def read(self, data_dir, split):
-        if split == "train":
-            rows = json.loads((data_dir / "train_subset_8999.json").read_text()).items()
-            return [{"id": f"train-{key}", "premise": row["text_a"], "hypothesis": row["text_b"],
-                     "label": row["label"]} for key, row in rows]
-        return [{**row, "id": f"test-{number}"} for number, row in
-                enumerate(read_jsonl(data_dir / "dev_matched.jsonl", ("premise", "hypothesis", "label")))]
-
-    def format(self, example):
-        question = (f"Premise: {example['premise']}\nHypothesis: {example['hypothesis']}\n"
-                    "Does the premise entail the hypothesis? Answer yes, maybe or no.")
-        return Sample([{"role": "user", "content": question}], self.answer(example))
-
-    def answer(self, example):
-        return MNLI_LABELS[example["label"]]
-
-    def parse_answer(self, text):
-        return first_label(text, ("yes", "maybe", "no"))
-
-    def choices(self, example):
-        return ["yes", "maybe", "no"]
 
 
 def main():
@@ -59,7 +25,7 @@ def main():
     args = parser.parse_args()
     out = Path(args.out)
     tasks = {"rte": fasttune.tasks.get("rte", data_dir=Path(args.data) / "rte"),
-             "mnli": BenchMNLI(data_dir=Path(args.data) / "mnli")}
+             "mnli": fasttune.tasks.get("mnli", data_dir=Path(args.data) / "mnli")}
     adapters, training = {}, {}
     for name, task in tasks.items():
         run = fasttune.train(fasttune.load(), task, limit=args.train_limit, batch_size=16, learning_rate=args.lr,
