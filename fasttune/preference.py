@@ -146,7 +146,8 @@ def prepare(model: Model, task: Task, config: PreferenceConfig) -> TrainingData:
         summary = {"source": str(config.pairs_file), "pairs": len(pairs)}
     else:
         examples = splits.training_examples(task, config.split, config.limit)
-        built = build_pairs(task, examples, sample_judged(model, task, examples, config.sampling))
+        samples = sample_judged(model, task, examples, config.sampling, config.seed)
+        built = build_pairs(task, examples, samples)
         pairs, summary = built.pairs, built.summary()
     if config.method == "kto":
         rows = kto_rows(pairs)

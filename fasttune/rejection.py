@@ -57,6 +57,7 @@ def select_answers(task: Task, examples: list[Example], judged: list[list[Judged
 def prepare(model: Model, task: Task, config: RftConfig) -> TrainingData:
     """Sample, judge and keep; the kept answers become completion-only SFT rows."""
     examples = splits.training_examples(task, config.split, config.limit)
-    kept = select_answers(task, examples, sample_judged(model, task, examples, config.sampling), config.threshold)
+    samples = sample_judged(model, task, examples, config.sampling, config.seed)
+    kept = select_answers(task, examples, samples, config.threshold)
     encoded = encode_samples(task, kept.samples, model.tokenizer, model.end_of_turn, model.max_seq_length)
     return TrainingData(encoded.rows, encoded.ids, encoded.too_long, kept.summary())

@@ -77,8 +77,11 @@ def judge(task: Task, example: Example, text: str) -> Judged:
     return Judged(text, answer, task.score(answer, task.answer(example))[task.primary_metric])
 
 
-def sample_judged(model: Model, task: Task, examples: list[Example], config: SamplingConfig) -> list[list[Judged]]:
-    """`config.samples` sampled completions of each example's prompt, each judged by the task."""
+def sample_judged(model: Model, task: Task, examples: list[Example], config: SamplingConfig,
+                  seed: int) -> list[list[Judged]]:
+    """`config.samples` sampled completions of each example's prompt, each judged by the task; the same seed
+    gives the same samples."""
+    torch.manual_seed(seed)
     prompts = [data.prompt_ids(model.tokenizer, _with_instruction(task.format(example).prompt, config.instruction),
                                data.where_example(task, example)) for example in examples]
     backend.for_inference(model)

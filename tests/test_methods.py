@@ -179,6 +179,18 @@ def test_method_trains_a_few_steps_and_its_adapter_loads_and_evaluates(method, t
     assert report.n == 4 and reloaded.card["method"] == method
 
 
+def test_sampled_negatives_are_the_same_for_the_same_seed(tiny_model_dir):
+    from fasttune.rewards import SamplingConfig, sample_judged
+
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32)
+    examples = TASK.load("train")[:4]
+    config = SamplingConfig(**SAMPLING)
+    first, again, other = (sample_judged(model, TASK, examples, config, seed) for seed in (0, 0, 1))
+    texts = [[judged.text for judged in row] for row in first]
+    assert texts == [[judged.text for judged in row] for row in again]
+    assert texts != [[judged.text for judged in row] for row in other]
+
+
 def test_cpt_with_embeddings_then_sft_keeps_training_the_same_adapter(tiny_model_dir, tmp_path):
     model = fasttune.load(tiny_model_dir, dtype=torch.float32)
     (tmp_path / "corpus.txt").write_text("\n\n".join(f"Number {i} is smaller than {i + 1}." for i in range(60)))
