@@ -65,7 +65,8 @@ def main() -> None:
     model = fasttune.load(smollm2_shaped_model(args.layers), dtype=torch.float32)
     backend.add_lora(model, r=16, alpha=16, dropout=0.0, target_modules=training.ALL_LINEAR, seed=0,
                      gradient_checkpointing=False)
-    rows = speed.encode_pairs(speed.mnli_examples(Path(args.data_root), args.share_rows), model.tokenizer)
+    rows = speed.workload_rows("mnli", args.share_rows, model.tokenizer, Path(args.data_root), block_length=0,
+                               vocab_size=0, seed=0)
     shares = {f"batch {size}, {order}": padding_share(padded_batches(model, rows, size, order, seed=0))
               for size in (8, 16) for order in ("random", "group_by_length")}
 

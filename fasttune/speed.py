@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import gzip
 import importlib.metadata
 import json
 import os
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from fasttune import data
+from fasttune import data, tasks
 from fasttune.errors import FasttuneError, unknown_name
 
 SHAPES = {  # public configs of these models; rope scaling is left out (it costs nothing)
@@ -56,12 +55,12 @@ SHAPES = {  # public configs of these models; rope scaling is left out (it costs
 }
 STACKS = ("fasttune", "unsloth-notebook", "unsloth-padded", "hf-peft")
 DATASETS = ("blocks", "mnli", "nq")
+ROW_TASKS = {"mnli": "mnli", "nq": "nq_open_oracle"}  # built-in tasks whose training rows the benchmark uses
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 WARMUP_LR_STEPS = 5  # the notebooks' warmup_steps, used by every stack
 WEIGHT_DECAY = 0.001  # the notebooks' value, used by every stack
 LOSS_TOLERANCE = 0.02
 """Largest relative difference of a step's loss from fasttune's for two stacks to count as computing the same."""
-MNLI_ANSWERS = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -103,56 +102,16 @@ def fixed_blocks(count: int, length: int, vocab_size: int, seed: int) -> list[di
             for _ in range(count)]
 
 
-def mnli_examples(data_root: Path, count: int) -> list[tuple[str, str]]:
-    """(prompt, completion) pairs from MNLI's training subset: entailment answered yes / maybe / no."""
-    path = data_root / "mnli" / "train_subset_8999.json"
-    rows = json.loads(path.read_text())
-    pairs = []
-    for key, row in list(rows.items())[:count]:
-        if row.get("label") not in MNLI_ANSWERS:
-            raise FasttuneError(f"{path}, row {key}: label {row.get('label')!r} is not one of {list(MNLI_ANSWERS)}.")
-        pairs.append((f"Premise: {row['text_a']}\nHypothesis: {row['text_b']}\nDoes the premise entail the "
-                      "hypothesis? Answer yes, maybe or no.", MNLI_ANSWERS[row["label"]]))
-    return pairs
-
-
-def nq_examples(data_root: Path, count: int) -> list[tuple[str, str]]:
-    """(prompt, completion) pairs from NQ-open with its gold passage; the completion is the first gold answer."""
-    path = data_root / "nq_open" / "nq-open-oracle.jsonl.gz"
-    pairs = []
-    with gzip.open(path, "rt") as lines:
-        for number, line in enumerate(lines, 1):
-            if len(pairs) == count:
-                break
-            row = json.loads(line)
-            if not row.get("ctxs") or not row.get("answers"):
-                raise FasttuneError(f"{path}, line {number}: no passage or no answer.")
-            passage = row["ctxs"][0]
-            pairs.append((f"Answer the question from the passage.\n\nPassage ({passage['title']}): {passage['text']}"
-                          f"\n\nQuestion: {row['question']}?", row["answers"][0]))
-    return pairs
-
-
-def encode_pairs(pairs: list[tuple[str, str]], tokenizer) -> list[dict[str, list[int]]]:
-    """Chat-rendered, completion-only rows, as fasttune trains them."""
-    end_of_turn = tokenizer.eos_token  # the embedded tokenizer's eos is its end of turn, <|im_end|>
-    rows = []
-    for prompt, completion in pairs:
-        prompt_part = data.prompt_ids(tokenizer, [{"role": "user", "content": prompt}])
-        completion_part = data.completion_ids(tokenizer, completion, end_of_turn)
-        rows.append({"input_ids": prompt_part + completion_part,
-                     "completion_mask": [0] * len(prompt_part) + [1] * len(completion_part)})
-    return rows
-
-
 def workload_rows(kind: str, count: int, tokenizer, data_root: Path, block_length: int, vocab_size: int,
                   seed: int) -> list[dict[str, list[int]]]:
     if kind == "blocks":
         return fixed_blocks(count, block_length, min(vocab_size, len(tokenizer)), seed)
-    pairs = (mnli_examples if kind == "mnli" else nq_examples)(data_root, count)
-    if len(pairs) < count:
-        raise FasttuneError(f"Only {len(pairs)} {kind} rows in {data_root}; the benchmark needs {count}.")
-    return encode_pairs(pairs, tokenizer)
+    task = tasks.get(ROW_TASKS[kind], data_dir=data_root / ("mnli" if kind == "mnli" else "nq_open"))
+    examples = task.load("train")[:count]
+    if len(examples) < count:
+        raise FasttuneError(f"Only {len(examples)} {kind} rows in {data_root}; the benchmark needs {count}.")
+    # the embedded tokenizer's eos is its end of turn, <|im_end|>; no MNLI or NQ row comes near 16k tokens
+    return data.encode_for_training(task, examples, tokenizer, tokenizer.eos_token, max_seq_length=16384).rows
 
 
 def pad_batch(rows: list[dict[str, list[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:

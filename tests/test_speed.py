@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+import fasttune
 from fasttune import speed
 from fasttune.errors import FasttuneError
 
@@ -33,22 +34,20 @@ def test_fixed_blocks_are_full_length_seeded_and_trained_on_every_token():
     assert rows == speed.fixed_blocks(3, 16, 100, seed=1) != speed.fixed_blocks(3, 16, 100, seed=2)
 
 
-def test_mnli_and_nq_rows_are_chat_prompts_with_only_the_answer_trained(data_root, embedded_dir):
+def test_mnli_and_nq_rows_are_the_built_in_tasks_training_rows_with_only_the_answer_trained(data_root, embedded_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_dir)
-    mnli = speed.mnli_examples(data_root, 5)
-    assert mnli[0][1] == "yes" and [answer for _, answer in mnli[:3]] == ["yes", "yes", "maybe"]
-    nq = speed.nq_examples(data_root, 4)
-    assert nq[0][1] == "Wilhelm Conrad Röntgen" and "Passage (List of Nobel laureates in Physics)" in nq[0][0]
-    for pairs in (mnli, nq):
-        rows = speed.encode_pairs(pairs, tokenizer)
-        for (prompt, answer), row in zip(pairs, rows):
+    for kind, task_name, folder in (("mnli", "mnli", "mnli"), ("nq", "nq_open_oracle", "nq_open")):
+        rows = speed.workload_rows(kind, 4, tokenizer, data_root, block_length=16, vocab_size=100, seed=0)
+        task = fasttune.tasks.get(task_name, data_dir=data_root / folder)
+        for example, row in zip(task.load("train")[:4], rows, strict=True):
             trained = [t for t, m in zip(row["input_ids"], row["completion_mask"]) if m]
-            assert tokenizer.decode(trained) == answer + "<|im_end|>"
-            assert prompt.splitlines()[-1] in tokenizer.decode(row["input_ids"])
-    lengths = [len(row["input_ids"]) for row in speed.encode_pairs(nq, tokenizer)]
-    assert len(set(lengths)) == len(lengths) and min(lengths) > 100  # variable length, passages included
+            assert tokenizer.decode(trained) == task.format(example).completion + "<|im_end|>"
+    lengths = [len(row["input_ids"]) for row in rows]
+    assert len(set(lengths)) == len(lengths) and min(lengths) > 100  # NQ: variable length, passages included
+    with pytest.raises(FasttuneError, match="needs 100000"):
+        speed.workload_rows("mnli", 100000, tokenizer, data_root, block_length=16, vocab_size=100, seed=0)
 
 
 def test_padded_batches_pad_on_the_right_and_train_only_on_completions():
