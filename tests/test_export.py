@@ -169,10 +169,11 @@ def test_export_refuses_bad_requests_before_any_work(tiny_wide_model_dir, tmp_pa
 @pytest.mark.slow
 def test_embedded_model_gguf_q8_0_scores_within_one_point_of_the_merged_model(tmp_path):
     task = fasttune.tasks.get("larger_number")
-    run = fasttune.train(fasttune.load(), task, limit=160, batch_size=16, output_dir=str(tmp_path / "run"))
+    # 20 steps: after 10, q8_0 flipped 4-5% of near-tied answers (delta 1-3 points on 60-200 pairs), after 20 none
+    run = fasttune.train(fasttune.load(), task, limit=320, batch_size=16, output_dir=str(tmp_path / "run"))
     result = fasttune.export(run, tmp_path / "export", formats=("merged_16bit", "gguf"), gguf_quants=("q8_0",))
-    merged = fasttune.evaluate(fasttune.load(result.merged_dir), task, limit=60)
-    gguf_report = fasttune.evaluate(result.gguf_files["q8_0"], task, limit=60)
+    merged = fasttune.evaluate(fasttune.load(result.merged_dir), task, limit=200)
+    gguf_report = fasttune.evaluate(result.gguf_files["q8_0"], task, limit=200)
     check = parity(merged, gguf_report)
-    assert abs(check.delta) <= 0.01 and check.agreement >= 0.95
+    assert abs(check.delta) <= 0.01 and check.agreement >= 0.97
     assert Path(result.modelfiles["q8_0"]).is_file()
