@@ -1,6 +1,6 @@
 """Issue 5 benchmark: base vs SFT, DPO, ORPO, KTO, GRPO and RFT of one model on one task (default RTE).
 
-Each method starts from a fresh copy of the base model, trains LoRA through `fasttune.train(method=...)`, and is
+"base" scores the model untouched; each method starts from a fresh copy of the base model, trains LoRA through `fasttune.train(method=...)`, and is
 scored on the test split; the table gives the metric with its 95% bootstrap interval, training time and the whole
 method's wall time (sampling included). Writes <out>/methods.json and each run's folder.
 
@@ -23,7 +23,7 @@ from fasttune import bench, embedded
 from fasttune.progress import console
 from fasttune.tables import render
 
-METHODS = ("sft", "dpo", "orpo", "kto", "grpo", "rft")
+METHODS = ("base", "sft", "dpo", "orpo", "kto", "grpo", "rft")
 LEARNING_RATES = {"sft": 2e-4, "rft": 2e-4, "dpo": 5e-5, "orpo": 5e-5, "kto": 5e-5, "grpo": 5e-5}
 
 
@@ -40,6 +40,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--samples", type=int, default=4, help="sampled answers a prompt (dpo/orpo/kto/rft)")
+    parser.add_argument("--sampling-batch-size", type=int, default=32, help="prompts a sampling pass")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
     return parser.parse_args(argv)
@@ -49,7 +50,7 @@ def method_settings(method: str, args) -> dict:
     settings = {"epochs": args.epochs, "max_steps": args.max_steps, "batch_size": args.batch_size,
                 "limit": args.train_limit, "seed": args.seed, "learning_rate": LEARNING_RATES[method]}
     if method in ("dpo", "orpo", "kto", "rft"):
-        settings["sampling"] = {"samples": args.samples}
+        settings["sampling"] = {"samples": args.samples, "batch_size": args.sampling_batch_size}
     if method == "grpo":
         settings["num_generations"] = 4
     return settings
@@ -61,30 +62,27 @@ def main(argv=None) -> dict:
     model_path = embedded.convert_gguf(Path(args.gguf), out / "model") if args.gguf else args.model
     task = fasttune.tasks.get(args.task, **({"data_dir": args.data} if args.data else {}))
     eval_config = fasttune.EvalConfig(limit=args.limit, seed=args.seed)
-    rows = []
-
-    started = time.perf_counter()
-    base = fasttune.evaluate(fasttune.load(model_path), task, config=eval_config)
-    base.save(out, "base")
-    rows.append(_row("base", base, None, time.perf_counter() - started))
+    summary = {"date": datetime.now().isoformat(timespec="seconds"), "machine": bench._machine(),
+               "task": task.describe(), "model": str(model_path or "embedded SmolLM2-135M-Instruct"),
+               "args": vars(args), "rows": []}
     for method in args.methods.split(","):
         started = time.perf_counter()
         model = fasttune.load(model_path)
-        try:
-            run = fasttune.train(model, task, method, output_dir=str(out / method), **method_settings(method, args))
-        except fasttune.FasttuneError as error:  # e.g. rft with no sampled answer right: say so, go on
-            rows.append({"method": method, "error": str(error), "wall_seconds": time.perf_counter() - started})
-            continue
-        report = fasttune.evaluate(run.model, task, config=eval_config)
+        if method == "base":
+            report, run = fasttune.evaluate(model, task, config=eval_config), None
+        else:
+            try:
+                run = fasttune.train(model, task, method, output_dir=str(out / method), **method_settings(method, args))
+            except fasttune.FasttuneError as error:  # e.g. rft with no sampled answer right: say so, go on
+                summary["rows"].append({"method": method, "error": str(error),
+                                        "wall_seconds": time.perf_counter() - started})
+                continue
+            report = fasttune.evaluate(run.model, task, config=eval_config)
         report.save(out, method)
-        rows.append(_row(method, report, run, time.perf_counter() - started))
+        summary["rows"].append(_row(method, report, run, time.perf_counter() - started))
+        (out / "methods.json").write_text(json.dumps(summary, indent=2, default=str))  # after each: a cap keeps the rest
         del model, run
-
-    summary = {"date": datetime.now().isoformat(timespec="seconds"), "machine": bench._machine(),
-               "task": task.describe(), "model": str(model_path or "embedded SmolLM2-135M-Instruct"),
-               "args": vars(args), "rows": rows}
-    (out / "methods.json").write_text(json.dumps(summary, indent=2, default=str))
-    console.print(render(_table(rows, base.primary, summary)))
+    console.print(render(_table(summary["rows"], task.primary_metric, summary)))
     return summary
 
 

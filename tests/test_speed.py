@@ -129,3 +129,28 @@ def test_profiling_writes_the_top_operations_of_a_padding_free_and_a_padded_step
         text = (tmp_path / f"profile-tiny-mixed-{name}.txt").read_text()
         assert text.startswith(f"fasttune, {name} batches: step 2 of profile-tiny-mixed (2 rows)")
         assert "Top 5 by self GPU time" in text and "aten::" in text
+
+
+def test_the_evaluation_speed_benchmark_times_both_engines_on_the_same_rows(tiny_model_dir, data_root, tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_speed.py"
+    spec = importlib.util.spec_from_file_location("eval_speed", script)
+    eval_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_speed)
+    eval_speed.main(["--model", str(tiny_model_dir), "--tasks", "rte", "--data-root", str(data_root),
+                     "--limit", "6", "--batch-size", "4", "--out", str(tmp_path)])
+
+    (row,) = json.loads((tmp_path / "eval_speed.json").read_text())["rows"]
+    loglik, one_at_a_time = row["engines"]["loglik"], row["engines"]["generate-one-at-a-time"]
+    assert row["task"] == "rte" and row["n"] == 6 and row["metric"] == "accuracy"
+    assert row["speedup"] == pytest.approx(one_at_a_time["seconds"] / loglik["seconds"])
+    assert row["metric_gap_points"] == pytest.approx(100 * (loglik["value"] - one_at_a_time["value"]))
+    assert sum(loglik["predicted"].values()) == 6 and set(loglik["predicted"]) <= {"yes", "no"}
+    # the random model's replies rarely parse: each unparsed reply is a miss, and a disagreement with loglik
+    assert one_at_a_time["predicted"].get("unparsed", 0) == one_at_a_time["parse_failures"]
+    assert row["agreement"] <= 1 - one_at_a_time["parse_failures"] / 6
+    generated = [json.loads(line) for line in (tmp_path / "rte-generate.predictions.jsonl").read_text().splitlines()]
+    assert len(generated) == 6
