@@ -30,7 +30,7 @@ import peft  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
 
-from fasttune import embedded  # noqa: E402
+from fasttune import embedded, memory  # noqa: E402
 from fasttune.errors import FasttuneError  # noqa: E402
 
 huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True  # read at its import, which may have come first
@@ -53,6 +53,8 @@ class Model:
     backend: Literal["unsloth", "transformers"]
     max_seq_length: int
     adapter_dir: Path | None = None
+    max_memory_gib: float | None = None
+    """The memory cap it was loaded under (see `load`); training plans its batches within it."""
     card: dict = field(default_factory=dict)
 
     @property
@@ -70,20 +72,25 @@ class Model:
 
 
 def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = True, max_seq_length: int = 2048,
-         dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> Model:
+         dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+         max_memory_gib: float | None = None) -> Model:
     """Load a causal LM (default: the embedded SmolLM2-135M-Instruct), or a fasttune adapter folder with its base.
 
     On a CUDA GPU with `fasttune[gpu]` installed the model is loaded by Unsloth, in 4-bit when `load_in_4bit`;
     elsewhere by transformers in `dtype` (default bfloat16), and `load_in_4bit` is ignored. Weights are read from
     safetensors only; Python code shipped with a model runs only with `trust_remote_code=True`.
+    `max_memory_gib` caps this process's GPU memory from loading on (for a shared GPU; CUDA's cap is per process,
+    so the latest load's cap wins); training splits batches and turns on gradient checkpointing to stay within it.
+    On a CPU nothing is capped, but training plans its batches within the cap less the RAM the process holds.
     """
     path = embedded.hf_folder() if name_or_path is None else Path(name_or_path).expanduser()
     if not path.is_dir():
         raise _not_a_folder(name_or_path)
+    memory.limit_memory(max_memory_gib)
     os.environ["HF_HUB_OFFLINE"] = "1"  # local model: keep transformers and trl off the network
     if (path / "adapter_config.json").exists():
         return _load_adapter(path, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, dtype=dtype,
-                             trust_remote_code=trust_remote_code)
+                             trust_remote_code=trust_remote_code, max_memory_gib=max_memory_gib)
     if not any(path.glob("*.safetensors")):
         raise FasttuneError(f"No safetensors weights in {path} (name_or_path={name_or_path}). fasttune reads "
                             "weights from safetensors only (pickled .bin files can run code): convert them with "
@@ -105,7 +112,8 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
         raise FasttuneError(f"The model in {path} ships its own Python code (trust_remote_code=False). Read that "
                             "code, then load(..., trust_remote_code=True) if you trust it.") from None
     _ensure_padding(tokenizer)
-    return Model(model, tokenizer, path, "unsloth" if USE_UNSLOTH else "transformers", max_seq_length)
+    return Model(model, tokenizer, path, "unsloth" if USE_UNSLOTH else "transformers", max_seq_length,
+                 max_memory_gib=max_memory_gib)
 
 
 def _not_a_folder(name_or_path) -> FasttuneError:
@@ -207,13 +215,6 @@ def device_arguments(model: Model) -> dict:
     if torch.cuda.is_available():
         return {"bf16": torch.cuda.is_bf16_supported(), "use_cpu": False}
     return {"bf16": model.model.dtype == torch.bfloat16, "use_cpu": True}
-
-
-def free_memory_bytes() -> int:
-    """Memory free for training on the device the model trains on: the GPU's, or the machine's RAM on a CPU."""
-    if torch.cuda.is_available():
-        return torch.cuda.mem_get_info()[0]
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 FLASH_ATTENTION_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")

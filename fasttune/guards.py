@@ -39,8 +39,11 @@ def check_fresh_start(output_dir: Path) -> None:
                             "continue it, or train into a new output_dir.")
 
 
-def resume_point(output_dir: Path, config: dict) -> Path:
-    """The checkpoint to resume a run in `output_dir` from, after checking that the settings are the same."""
+def resume_point(output_dir: Path, config: dict, decided_by_fasttune: tuple[str, ...] = ()) -> Path:
+    """The checkpoint to resume a run in `output_dir` from, after checking that the settings are the same.
+
+    Settings named in `decided_by_fasttune` that `config` leaves to fasttune (None) match any saved choice: they
+    are decided again for the resumed run (e.g. gradient checkpointing, from the memory free now)."""
     checkpoint = latest_checkpoint(output_dir / "checkpoints")
     if checkpoint is None:
         raise FasttuneError(f"No complete checkpoint to resume from in {output_dir / 'checkpoints'} "
@@ -48,7 +51,8 @@ def resume_point(output_dir: Path, config: dict) -> Path:
     saved = json.loads((output_dir / "config.json").read_text())
     current = json.loads(json.dumps(config))
     changed = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in sorted({*saved, *current})
-               if saved.get(key) != current.get(key)]
+               if saved.get(key) != current.get(key)
+               and not (key in decided_by_fasttune and current.get(key) is None)]
     if changed:
         raise FasttuneError(f"Resuming with other settings than the interrupted run ({'; '.join(changed)}). "
                             "Resume with the same settings, or train into a new output_dir.")

@@ -2,12 +2,14 @@
 
 Every stack trains on the same rows, in the same order, from the same LoRA initialisation (r=16, all 7 projections):
 - fasttune: fasttune's SFT path (its default batching for the machine, a whole batch in one device step when it
-  fits, no checkpointing);
+  fits, gradient checkpointing only when one longest row of the run's data would not fit without it);
 - unsloth-notebook: TRL's SFTTrainer through Unsloth as its notebooks set it up (batch 2 x accumulation 4, 8-bit
   AdamW, Unsloth gradient checkpointing, its padding-free default);
 - unsloth-padded: a hand-written loop over the same Unsloth model with padded batches of the whole batch;
 - hf-peft: transformers + PEFT + bitsandbytes nf4 QLoRA with gradient checkpointing, padded batches.
 Each stack runs in its own process: Unsloth patches transformers globally and must not touch the HF stack.
+With --memory-limit every process is capped at that many GiB of GPU memory before it loads anything (CUDA's
+per-process cap); fasttune also plans its device steps and checkpointing within it.
 Models have random weights of real shapes, built on the GPU from a config (or a local folder, --real-model);
 data are fixed-length blocks and tokenised MNLI and NQ-open-with-passage rows. Writes speed.json and speed.png,
 and with --profile the top GPU operations of one padding-free and one padded fasttune step (profile-*.txt).
@@ -78,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--block-length", type=int, default=1024, help="tokens a fixed-length block (8B: doubled)")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=3407)
+    parser.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
+                        help="cap every stack's process at this much GPU memory (e.g. 8: a smaller GPU)")
     parser.add_argument("--worker-timeout", type=int, default=600, help="seconds one stack may take on one model")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one padding-free and one padded fasttune step on each data kind")
@@ -88,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for item in getattr(args, name):
             if item not in known:
                 raise unknown_name(name.rstrip("s") if name != "data" else "data kind", item, list(known))
+    if args.memory_limit is not None and not args.memory_limit > 0:
+        raise FasttuneError(f"--memory-limit must be positive (memory_limit={args.memory_limit}). Pass the GiB each "
+                            "stack may use, or leave it out to use the whole GPU.")
     if args.warmup >= args.steps:
         raise FasttuneError(f"--warmup must be below --steps (warmup={args.warmup}, steps={args.steps}).")
     return args
@@ -211,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or embedded.hf_folder())
     summary = {"date": datetime.now().isoformat(timespec="seconds"), "gpu": torch.cuda.get_device_name(0),
                "platform": platform.platform(), "versions": versions(), "args": vars(args),
-               "matmul_peak_tflops": measure_matmul_peak(), "loss_tolerance": LOSS_TOLERANCE, "results": []}
+               "matmul_peak_tflops": measure_matmul_peak(), "loss_tolerance": LOSS_TOLERANCE,
+               "memory_limit_gib": args.memory_limit, "results": []}
     console.print(f"{summary['gpu']}: bf16 matmul peak {summary['matmul_peak_tflops']:.0f} TFLOP/s")
     models = [(name, None) for name in args.models] + ([("real:" + Path(args.real_model).name, args.real_model)]
                                                       if args.real_model else [])
@@ -281,7 +289,7 @@ def _run_worker(stack: str, model_dir: Path, work: Path, out: Path, args: argpar
     spec = {"stack": stack, "model_dir": str(model_dir), "rows": {kind: str(work / f"{kind}.json") for kind in args.data},
             "rows_per_step": args.rows_per_step, "steps": args.steps, "warmup_lr_steps": WARMUP_LR_STEPS,
             "lr": args.lr, "seed": args.seed, "result": str(work / f"{stack}.result.json"), "work": str(work / stack),
-            "profile_dir": str(out) if args.profile else None}
+            "profile_dir": str(out) if args.profile else None, "memory_limit_gib": args.memory_limit}
     spec_path = work / f"{stack}.spec.json"
     spec_path.write_text(json.dumps(spec))
     Path(spec["result"]).unlink(missing_ok=True)
@@ -301,8 +309,11 @@ def _run_worker(stack: str, model_dir: Path, work: Path, out: Path, args: argpar
 # ---- the worker: one stack, one model, one workload, in its own process ----
 
 def _worker(spec_path: str) -> None:
+    from fasttune import memory
+
     spec = json.loads(Path(spec_path).read_text())
     stack = spec["stack"]
+    memory.limit_memory(spec["memory_limit_gib"])  # before any weights are on the GPU
     if stack == "hf-peft":
         model, pad_id = _hf_peft_model(spec)
     elif stack == "fasttune":
@@ -397,18 +408,31 @@ def timed_trainer_run(trainer, same_order: bool = True) -> dict:
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     notes = {"padding_free": bool(getattr(trainer.args, "padding_free", False)),
+             "gradient_checkpointing": trainer.args.gradient_checkpointing,
              "micro_batch": trainer.args.per_device_train_batch_size,
              "accumulation": trainer.args.gradient_accumulation_steps}
     return {"losses": losses, "step_ends": ends, "start": start, "notes": notes}
 
 
 def _fasttune_model(spec: dict):
+    from fasttune import backend
+
+    model = backend.load(spec["model_dir"], max_seq_length=8192, max_memory_gib=spec["memory_limit_gib"])
+    rows = [row for path in spec["rows"].values() for row in json.loads(Path(path).read_text())]
+    add_fasttune_lora(model, rows, spec)
+    return model, model.tokenizer.pad_token_id
+
+
+def add_fasttune_lora(model, rows: list[dict], spec: dict) -> None:
+    """LoRA on the model as fasttune's train() attaches it: gradient checkpointing decided from the longest of
+    `rows` and the free memory (within the model's cap), the choice kept in `spec` for the trainer."""
     from fasttune import backend, training
 
-    model = backend.load(spec["model_dir"], max_seq_length=8192)
+    longest = max(len(row["input_ids"]) for row in rows)
+    spec["gradient_checkpointing"] = training.resolve_checkpointing(
+        training.TrainConfig(), model, longest).gradient_checkpointing
     backend.add_lora(model, r=16, alpha=16, dropout=0.0, target_modules=training.ALL_LINEAR, seed=spec["seed"],
-                     gradient_checkpointing=False)
-    return model, model.tokenizer.pad_token_id
+                     gradient_checkpointing=spec["gradient_checkpointing"])
 
 
 def fasttune_trainer(model, rows: list[dict], spec: dict):
@@ -416,7 +440,7 @@ def fasttune_trainer(model, rows: list[dict], spec: dict):
 
     config = training.TrainConfig(
         max_steps=spec["steps"], batch_size=spec["rows_per_step"], learning_rate=spec["lr"],
-        padding_free=spec.get("padding_free"),
+        padding_free=spec.get("padding_free"), gradient_checkpointing=spec.get("gradient_checkpointing"),
         warmup_ratio=(spec["warmup_lr_steps"] - 0.5) / spec["steps"],  # transformers takes ceil(ratio * steps)
         weight_decay=WEIGHT_DECAY, logging_steps=1, seed=spec["seed"], save_steps=None,  # no checkpoint in timing
         output_dir=spec["work"])

@@ -103,8 +103,10 @@ def comparison_table(comparison) -> Group:
 
 def speed_table(summary: dict) -> Table:
     """One row per model, data and stack of a speed benchmark: throughput, memory, MFU, and fasttune's lead."""
+    cap = summary.get("memory_limit_gib")
     table = Table(title=f"training speed | {summary['gpu']} | matmul peak {summary['matmul_peak_tflops']:.0f} "
-                        f"TFLOP/s | loss tolerance {100 * summary['loss_tolerance']:.0f}%")
+                        f"TFLOP/s | loss tolerance {100 * summary['loss_tolerance']:.0f}%"
+                        + (f" | memory cap {cap:g} GiB a stack" if cap else ""))
     for column, justify in (("model", "left"), ("data", "left"), ("stack", "left"), ("tok/s", "right"),
                             ("s/step", "right"), ("peak GiB", "right"), ("MFU", "right"),
                             ("fasttune x", "right"), ("loss vs fasttune", "right")):

@@ -21,7 +21,7 @@ import transformers
 import trl
 from datasets import Dataset
 
-from fasttune import backend, batching, data, guards, splits
+from fasttune import backend, batching, data, guards, memory, splits
 from fasttune.backend import Model
 from fasttune.errors import FasttuneError, FasttuneWarning, not_positive, raise_problems, unknown_name
 from fasttune.plots import plot_losses
@@ -87,8 +87,11 @@ class TrainConfig:
     """Train on the first `limit` examples only."""
     seed: int = 0
     """Seed of LoRA initialisation and data order."""
-    gradient_checkpointing: bool = False
-    """Recompute activations to save memory (slower)."""
+    gradient_checkpointing: bool | None = None
+    """True recomputes activations in the backward to save memory (about a third more compute); None turns it on
+    only when a device step of the longest training row would not fit the free memory without it (within
+    `load(max_memory_gib=...)` where set). For DPO, ORPO, KTO and GRPO, whose rows are tokenized by the trainer,
+    the longest row is taken as max_seq_length. The run's config.json records the choice."""
     logging_steps: int = 5
     """Record the loss every this many steps."""
     save_steps: int | None = 50
@@ -170,9 +173,8 @@ def train(model: Model, task: Task, method: Method | None = None, *, config: Tra
     config = resolve_batching(method_config(method, config, overrides), model)
     recipe = importlib.import_module(METHODS[config.method][0])
     output_dir = Path(config.output_dir or f"runs/{task.name}-{datetime.now():%Y%m%d-%H%M%S}")
-    checkpoint = guards.resume_point(output_dir, asdict(config)) if resume else guards.check_fresh_start(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    checkpoint = (guards.resume_point(output_dir, asdict(config), decided_by_fasttune=("gradient_checkpointing",))
+                  if resume else guards.check_fresh_start(output_dir))
 
     prepared = recipe.prepare(model, task, config)
     if prepared.skipped_too_long:
@@ -184,6 +186,9 @@ def train(model: Model, task: Task, method: Method | None = None, *, config: Tra
     if not prepared.rows:
         raise FasttuneError(f"No training rows left for task '{task.name}' (method={config.method}, "
                             f"data={prepared.summary}). See the counts above.")
+    config = resolve_checkpointing(config, model, longest_row(prepared, model))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
     previous_adapter = model.adapter_dir
     new_adapter = backend.add_lora(
@@ -200,8 +205,7 @@ def train(model: Model, task: Task, method: Method | None = None, *, config: Tra
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
     started = time.perf_counter()
     with stop_on_signal, guards.out_of_memory_advice(
-            "training", trainer.args.per_device_train_batch_size,
-            max(len(row.get("input_ids", ())) for row in prepared.rows) or model.max_seq_length,
+            "training", trainer.args.per_device_train_batch_size, longest_row(prepared, model),
             "Lower batch_size (raise gradient_accumulation to keep the effective batch), set "
             "gradient_checkpointing=True, or lower max_seq_length in load()"):
         try:
@@ -265,12 +269,16 @@ def make_trainer(model: Model, task: Task, prepared: TrainingData, config: Train
 
 def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainConfig, output_dir: Path,
                 callbacks: list[transformers.TrainerCallback] = ()):
-    """TRL's SFT trainer over tokenized rows (input_ids + completion_mask) for a model that has LoRA weights."""
+    """TRL's SFT trainer over tokenized rows (input_ids + completion_mask) for a model that has LoRA weights.
+
+    `config.gradient_checkpointing` must be what the LoRA weights were attached with (None counts as off); each
+    batch is split into device steps that fit the free memory (within the model's `max_memory_gib`)."""
     config = resolve_batching(config, model)
     backend.for_training(model)
     plan = batching.plan_device_steps(
         config.batch_size, config.gradient_accumulation, max(len(row["input_ids"]) for row in rows),
-        batching.activation_bytes_per_token(model.model.config), backend.free_memory_bytes())
+        batching.bytes_per_token(model.model.config, bool(config.gradient_checkpointing)),
+        batching.free_for_activations(memory.free_memory_bytes(model.max_memory_gib), trainable_parameters(model)))
     return with_progress(backend.sft_trainer_class()(
         model=model.model, processing_class=model.tokenizer, train_dataset=Dataset.from_list(rows),
         args=_trainer_arguments(config, output_dir, model, plan), callbacks=list(callbacks)))
@@ -281,6 +289,24 @@ def with_progress(trainer):
     trainer.add_callback(_RichProgress())
     trainer.remove_callback(transformers.PrinterCallback)
     return trainer
+
+
+def longest_row(prepared: TrainingData, model: Model) -> int:
+    """Tokens in the longest training row; max_seq_length where the trainer tokenizes the rows itself."""
+    return max(len(row.get("input_ids", ())) for row in prepared.rows) or model.max_seq_length
+
+
+def resolve_checkpointing(config: TrainConfig, model: Model, longest: int) -> TrainConfig:
+    """`config` with `gradient_checkpointing` decided from the free memory where it was left to fasttune (None):
+    on only when one `longest`-token row would not fit without it."""
+    if config.gradient_checkpointing is not None:
+        return config
+    free = memory.free_memory_bytes(model.max_memory_gib)
+    return replace(config, gradient_checkpointing=batching.needs_checkpointing(longest, model.model.config, free))
+
+
+def trainable_parameters(model: Model) -> int:
+    return sum(parameter.numel() for parameter in model.model.parameters() if parameter.requires_grad)
 
 
 def resolve_batching(config: TrainConfig, model: Model) -> TrainConfig:
@@ -299,7 +325,9 @@ def trainer_arguments(config: TrainConfig, output_dir: Path, model: Model) -> di
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, seed=config.seed,
         data_seed=config.seed, logging_steps=config.logging_steps,
         save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps, save_total_limit=2,
-        logging_nan_inf_filter=False, report_to="none", disable_tqdm=True, **backend.device_arguments(model))
+        logging_nan_inf_filter=False, report_to="none", disable_tqdm=True,
+        # TRL's configs default to True: without this every run would checkpoint, whatever add_lora was told
+        gradient_checkpointing=bool(config.gradient_checkpointing), **backend.device_arguments(model))
 
 
 def _trainer_arguments(config: TrainConfig, output_dir: Path, model: Model,

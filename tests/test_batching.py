@@ -6,7 +6,10 @@ import pytest
 import torch
 
 import fasttune
-from fasttune.batching import DevicePlan, activation_bytes_per_token, plan_device_steps
+from fasttune import memory
+from fasttune.batching import (DevicePlan, activation_bytes_per_token, bytes_per_token, checkpointed_bytes_per_token,
+                               free_for_activations, needs_checkpointing, plan_device_steps)
+from fasttune.errors import FasttuneError
 
 
 def test_a_batch_that_fits_runs_in_one_device_step():
@@ -30,6 +33,106 @@ def test_the_memory_estimate_grows_with_the_model_shape(tiny_model_dir):
     config = AutoConfig.from_pretrained(tiny_model_dir)
     wider = AutoConfig.from_pretrained(tiny_model_dir, hidden_size=128, intermediate_size=256)
     assert 0 < activation_bytes_per_token(config) < activation_bytes_per_token(wider)
+
+
+def _llama_8b_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=128256)
+
+
+def test_checkpointing_keeps_only_layer_inputs_and_logits_so_a_token_needs_far_less():
+    config = _llama_8b_config()
+    assert activation_bytes_per_token(config) == 32 * 2 * (4 * 4096 + 2 * 14336) + 4 * 128256  # 3.4 MB
+    assert checkpointed_bytes_per_token(config) == 2 * 32 * 4096 + 2 * (4 * 4096 + 2 * 14336) + 4 * 128256  # 0.87 MB
+    assert bytes_per_token(config, True) == checkpointed_bytes_per_token(config)
+    assert bytes_per_token(config, False) == activation_bytes_per_token(config)
+
+
+def test_checkpointing_is_chosen_only_when_one_longest_row_would_not_fit_without_it():
+    config = _llama_8b_config()
+    one_row = 2048 * activation_bytes_per_token(config)  # 6.9 GB at 8B for 2k tokens
+    assert not needs_checkpointing(2048, config, free_bytes=70 * 2**30)  # an 80 GB GPU: speed first
+    assert not needs_checkpointing(2048, config, free_bytes=int(one_row / 0.8) + 1)
+    assert needs_checkpointing(2048, config, free_bytes=int(one_row / 0.8) - 10**6)
+    assert needs_checkpointing(2048, config, free_bytes=2 * 2**30)  # what an 8 GiB cap leaves after 4-bit weights
+    assert not needs_checkpointing(200, config, free_bytes=2 * 2**30)  # short rows fit without it
+
+
+def test_the_device_step_plan_follows_the_checkpointing_choice():
+    config, free = _llama_8b_config(), 12 * 2**30
+    plain = plan_device_steps(8, 1, 2048, bytes_per_token(config, False), free)
+    checkpointed = plan_device_steps(8, 1, 2048, bytes_per_token(config, True), free)
+    assert plain == DevicePlan(1, 8) and checkpointed == DevicePlan(4, 2)
+
+
+def test_the_optimizer_state_of_the_trainable_weights_is_kept_out_of_the_activation_budget():
+    assert free_for_activations(10**9, trainable_parameters=42 * 10**6) == 10**9 - 12 * 42 * 10**6
+    assert free_for_activations(10**6, trainable_parameters=10**6) == 0
+
+
+def test_a_memory_cap_leaves_only_the_cap_less_what_the_process_holds():
+    assert memory.within_budget(70 * 2**30, held=6 * 2**30, max_memory_gib=None) == 70 * 2**30
+    assert memory.within_budget(70 * 2**30, held=6 * 2**30, max_memory_gib=8) == 2 * 2**30
+    assert memory.within_budget(1 * 2**30, held=6 * 2**30, max_memory_gib=8) == 1 * 2**30  # the device has less
+    assert memory.within_budget(70 * 2**30, held=9 * 2**30, max_memory_gib=8) == 0
+    # On a CPU the cap counts against this process's resident memory.
+    held = memory._resident_bytes()
+    assert 0 <= memory.free_memory_bytes(max_memory_gib=(held + 2**30) / 2**30) <= 2**30
+    assert memory.free_memory_bytes() > memory.free_memory_bytes(max_memory_gib=(held + 2**20) / 2**30)
+
+
+def test_a_memory_cap_out_of_range_is_refused_naming_the_field_and_the_fix(tiny_model_dir):
+    for bad in (0, -2, float("nan")):
+        with pytest.raises(FasttuneError, match=rf"max_memory_gib must be positive \(max_memory_gib={bad}\)\. Pass"):
+            fasttune.load(tiny_model_dir, max_memory_gib=bad)
+    with pytest.raises(FasttuneError, match=r"max_memory_gib is more than the machine \(RAM\) has \(max_memory_gib="
+                                            r"100000, the machine \(RAM\) has [0-9.]+ GiB\)\. Pass at most"):
+        memory.limit_memory(100000)
+    memory.limit_memory(None)
+    memory.limit_memory(1)  # accepted on a CPU: nothing to cap there, the plan takes it into account
+
+
+def test_a_memory_cap_splits_the_batch_into_smaller_device_steps(tiny_model_dir, tmp_path):
+    from fasttune import backend
+    from fasttune.training import TrainConfig, sft_trainer
+
+    rows = [{"input_ids": [5] * 64, "completion_mask": [1] * 64} for _ in range(16)]  # 16 x 64 x 0.2 MB: 200 MB
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32)
+    backend.add_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj"], seed=0, gradient_checkpointing=False)
+    config = TrainConfig(batch_size=16, output_dir=str(tmp_path))
+    assert sft_trainer(model, rows, config, tmp_path).args.per_device_train_batch_size == 16
+    model.max_memory_gib = (memory._resident_bytes() + 64 * 2**20) / 2**30  # 64 MB above what the process holds
+    args = sft_trainer(model, rows, config, tmp_path).args
+    assert args.per_device_train_batch_size < 16
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 16
+
+
+def _train_tiny(tiny_model_dir, output_dir, **settings):
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32)
+    return fasttune.train(model, fasttune.tasks.get("larger_number"), output_dir=str(output_dir), max_steps=2,
+                          batch_size=4, limit=8, save_steps=None, **settings)
+
+
+def test_fasttune_checkpoints_only_when_memory_is_short_and_records_its_choice(tiny_model_dir, tmp_path,
+                                                                              monkeypatch):
+    import json
+
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda max_memory_gib=None: 10**6)  # 1 MB: no row fits
+    for setting, expected in ((None, True), (False, False)):
+        run = _train_tiny(tiny_model_dir, tmp_path / str(setting), gradient_checkpointing=setting)
+        card = json.loads((run.adapter_dir / "fasttune.json").read_text())
+        config = json.loads((run.output_dir / "config.json").read_text())
+        assert config["gradient_checkpointing"] is card["config"]["gradient_checkpointing"] is expected
+        assert run.model.model.is_gradient_checkpointing is expected
+
+
+def test_an_explicit_gradient_checkpointing_false_is_not_overridden_by_trls_default(tiny_model_dir, tmp_path):
+    """TRL's SFTConfig defaults to gradient_checkpointing=True, which turned checkpointing on in every run."""
+    run = _train_tiny(tiny_model_dir, tmp_path)  # plenty of free memory: fasttune leaves it off
+    assert run.config.gradient_checkpointing is False
+    assert run.model.model.is_gradient_checkpointing is False
 
 
 def _rows(vocab_size: int) -> list[dict[str, list[int]]]:

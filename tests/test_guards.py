@@ -117,6 +117,19 @@ def test_resume_refuses_other_settings_and_missing_checkpoints_and_a_fresh_start
         guards.check_fresh_start(tmp_path)
 
 
+def test_resume_lets_fasttune_decide_checkpointing_again_but_not_override_a_users_choice(tmp_path):
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    for name in guards.CHECKPOINT_FILES:
+        (tmp_path / "checkpoints" / "checkpoint-2" / name).write_text("{}")
+    (tmp_path / "config.json").write_text(json.dumps({"seed": 0, "gradient_checkpointing": True}))
+    decided = ("gradient_checkpointing",)
+    assert guards.resume_point(tmp_path, {"seed": 0, "gradient_checkpointing": None}, decided).name == "checkpoint-2"
+    with pytest.raises(fasttune.FasttuneError, match=r"gradient_checkpointing: True -> False"):
+        guards.resume_point(tmp_path, {"seed": 0, "gradient_checkpointing": False}, decided)
+    with pytest.raises(fasttune.FasttuneError, match=r"gradient_checkpointing: True -> None"):
+        guards.resume_point(tmp_path, {"seed": 0, "gradient_checkpointing": None})
+
+
 def test_nan_loss_stops_at_its_step_naming_the_batch_and_keeping_the_last_checkpoint(tiny_model_dir, tmp_path):
     model = fasttune.load(tiny_model_dir, dtype=torch.float32)
     batches = []  # token ids of each training forward pass

@@ -90,7 +90,8 @@ def test_the_fasttune_trainer_and_a_padded_loop_agree_step_by_step_from_the_shar
         speed.shared_lora_init(model.model, spec["seed"])
         if stack == "fasttune":
             measurement = speed.timed_trainer_run(speed.fasttune_trainer(model, rows, spec))
-            assert measurement["notes"] == {"padding_free": bool(padding_free), "micro_batch": 4, "accumulation": 1}
+            assert measurement["notes"] == {"padding_free": bool(padding_free), "gradient_checkpointing": False,
+                                            "micro_batch": 4, "accumulation": 1}
         else:
             measurement = speed.plain_loop(model.model, rows, spec, model.tokenizer.pad_token_id)
         measurement["peak_memory_bytes"] = 0
@@ -154,3 +155,35 @@ def test_the_evaluation_speed_benchmark_times_both_engines_on_the_same_rows(tiny
     assert row["agreement"] <= 1 - one_at_a_time["parse_failures"] / 6
     generated = [json.loads(line) for line in (tmp_path / "rte-generate.predictions.jsonl").read_text().splitlines()]
     assert len(generated) == 6
+
+
+def test_a_memory_limit_must_be_positive_and_is_kept_with_the_arguments():
+    assert speed.parse_args(["--memory-limit", "8"]).memory_limit == 8.0
+    assert speed.parse_args([]).memory_limit is None
+    with pytest.raises(FasttuneError, match=r"--memory-limit must be positive \(memory_limit=0.0\)"):
+        speed.parse_args(["--memory-limit", "0"])
+
+
+def test_the_fasttune_worker_checkpoints_when_the_longest_row_of_its_data_would_not_fit(tiny_model_dir, tmp_path,
+                                                                                       monkeypatch):
+    from transformers import AutoConfig
+
+    from fasttune import batching, memory
+    from fasttune.tables import speed_table
+
+    short, long = speed.fixed_blocks(4, 10, 1000, seed=0), speed.fixed_blocks(4, 40, 1000, seed=0)
+    per_token = batching.activation_bytes_per_token(AutoConfig.from_pretrained(tiny_model_dir))
+    free = int(20 * per_token / batching.MEMORY_HEADROOM)  # room for a 20-token row without checkpointing
+    seen = []
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda max_memory_gib=None: seen.append(max_memory_gib) or free)
+    for rows, expected in ((short, False), (short + long, True)):
+        model = fasttune.load(tiny_model_dir, dtype=torch.float32, max_memory_gib=1)
+        spec = {"rows_per_step": 4, "steps": 1, "warmup_lr_steps": 1, "lr": 1e-3, "seed": 3,
+                "work": str(tmp_path / str(expected))}
+        speed.add_fasttune_lora(model, rows, spec)
+        assert spec["gradient_checkpointing"] is expected
+        assert speed.fasttune_trainer(model, rows, spec).args.gradient_checkpointing is expected
+    assert seen and set(seen) == {1}  # the cap given to load() is what fasttune plans with
+
+    summary = {"gpu": "CPU", "matmul_peak_tflops": 1.0, "loss_tolerance": 0.02, "memory_limit_gib": 8, "results": []}
+    assert speed_table(summary).title.endswith("| memory cap 8 GiB a stack")
