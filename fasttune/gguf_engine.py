@@ -96,19 +96,26 @@ class GgufModel:
             for example in examples:
                 prompt = self.tokenize(self.render(task.format(example).prompt))
                 options = task.choices(example)
-                scores = [self._continuation_logprob(prompt, self.tokenize(option) + [self.end_of_turn_id])
-                          for option in options]
+                scores = self.continuation_logprobs(
+                    prompt, [self.tokenize(option) + [self.end_of_turn_id] for option in options])
                 picks.append(options[int(np.argmax(scores))])
                 advance(1)
         return picks
 
-    def _continuation_logprob(self, prompt: list[int], continuation: list[int]) -> float:
+    def continuation_logprobs(self, prompt: list[int], continuations: list[list[int]]) -> list[float]:
+        """The summed log-probability of each continuation after token ids `prompt`, which is evaluated once."""
         self.llama.reset()
-        self.llama.eval(prompt + continuation)
-        logits = np.asarray(self.llama.scores[len(prompt) - 1:len(prompt) + len(continuation) - 1], dtype=np.float64)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return float(log_probs[np.arange(len(continuation)), continuation].sum())
+        self.llama.eval(prompt)
+        start = len(prompt) - 1  # the prompt's last position predicts a continuation's first token
+        scores = []
+        for continuation in continuations:
+            self.llama.n_tokens = len(prompt)  # eval drops the KV cache past n_tokens: the prompt's is kept
+            self.llama.eval(continuation)
+            logits = np.asarray(self.llama.scores[start:start + len(continuation)], dtype=np.float64)
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            scores.append(float(log_probs[np.arange(len(continuation)), continuation].sum()))
+        return scores
 
     def _token_text(self, token: int) -> str:
         return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""

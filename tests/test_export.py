@@ -142,6 +142,35 @@ def test_evaluate_scores_a_gguf_file_with_llama_cpp(exported):
     assert generated.engine == "generate" and generated.n == 2
 
 
+def test_gguf_choice_scores_evaluate_the_prompt_once_and_equal_scoring_each_choice_from_scratch(exported):
+    _, _, result = exported
+    model = GgufModel.open(result.gguf_files["f16"])
+    task = fasttune.tasks.get("larger_number")
+    examples = task.load("test")[:4]
+    evaluated = []
+    evaluate_tokens = model.llama.eval
+    model.llama.eval = lambda tokens: (evaluated.append(list(tokens)), evaluate_tokens(tokens))
+    expected_picks = []
+    for example in examples:
+        prompt = model.tokenize(model.render(task.format(example).prompt))
+        # a longer continuation first: the shorter ones after it must not see its tokens
+        texts = [f"The larger number is {task.answer(example)}."] + task.choices(example)
+        continuations = [model.tokenize(text) + [model.end_of_turn_id] for text in texts]
+        evaluated.clear()
+        scores = model.continuation_logprobs(prompt, continuations)
+        assert evaluated == [prompt] + continuations
+        from_scratch = []
+        for continuation in continuations:
+            model.llama.reset()
+            evaluate_tokens(prompt + continuation)
+            logits = torch.tensor(model.llama.scores[len(prompt) - 1:len(prompt) + len(continuation) - 1],
+                                  dtype=torch.float64)
+            from_scratch.append(torch.log_softmax(logits, -1)[range(len(continuation)), continuation].sum().item())
+        assert scores == pytest.approx(from_scratch, rel=1e-9)
+        expected_picks.append(texts[1 + max(range(2), key=lambda i: from_scratch[1 + i])])
+    assert model.loglik_choices(task, examples) == expected_picks
+
+
 def test_a_failing_step_is_named_and_leaves_no_export_folder(tiny_wide_model_dir, tmp_path):
     broken = tmp_path / "llama.cpp"
     broken.mkdir()
