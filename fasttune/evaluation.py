@@ -155,11 +155,8 @@ def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: 
                 mask[row, : len(prompt) + len(continuation)] = 1
             with _out_of_memory_advice(len(batch), width):
                 logits = model.model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-            for row, (index, choice_index, prompt, continuation) in enumerate(batch):
-                positions = torch.arange(len(prompt) - 1, len(prompt) + len(continuation) - 1)
-                log_probs = torch.log_softmax(logits[row, positions].float(), dim=-1)
-                target = torch.tensor(continuation, device=log_probs.device)
-                scores[index][choice_index] = log_probs.gather(1, target[:, None]).sum().item()
+            for (index, choice_index, _, _), score in zip(batch, _continuation_logprobs(logits, batch), strict=True):
+                scores[index][choice_index] = score
             advance(len(batch))
     broken = [example["id"] for example, s in zip(examples, scores, strict=True) if not np.isfinite(s).all()]
     if broken:  # argmax over NaN would silently pick the first choice
@@ -169,6 +166,18 @@ def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: 
             f"or its dtype overflows (dtype={str(model.model.dtype).removeprefix('torch.')}): retrain with a lower "
             "learning_rate, or load in bfloat16/float32.")
     return [options[int(np.argmax(s))] for options, s in zip(choices, scores, strict=True)]
+
+
+def _continuation_logprobs(logits: torch.Tensor, batch: list[tuple]) -> list[float]:
+    """Summed log-probability of each row's continuation, gathered for the whole batch at once (one device sync)."""
+    rows, positions, targets = [], [], []
+    for row, (_, _, prompt, continuation) in enumerate(batch):
+        rows += [row] * len(continuation)
+        positions += range(len(prompt) - 1, len(prompt) + len(continuation) - 1)
+        targets += continuation
+    rows, positions, targets = (torch.tensor(values, device=logits.device) for values in (rows, positions, targets))
+    log_probs = torch.log_softmax(logits[rows, positions].float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
+    return torch.zeros(len(batch), device=logits.device).index_add_(0, rows, log_probs).tolist()
 
 
 def generate(model: Model, prompts: list[list[int]], *, max_new_tokens: int, batch_size: int = 16,

@@ -67,6 +67,19 @@ def test_loglik_engine_picks_the_choice_with_the_higher_summed_log_probability(t
     assert report.records[0]["output"] == task.choices(example)[scores.index(max(scores))]
 
 
+def test_batched_continuation_scores_equal_scoring_each_row_alone():
+    from fasttune.evaluation import _continuation_logprobs
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11)
+    batch = [(0, 0, [1, 2, 3], [4, 5]), (0, 1, [1, 2, 3, 6, 7], [8]), (1, 0, [9], [1, 2, 3])]  # right-padded rows
+    expected = []
+    for row, (_, _, prompt, continuation) in enumerate(batch):
+        log_probs = torch.log_softmax(logits[row, len(prompt) - 1:len(prompt) + len(continuation) - 1], dim=-1)
+        expected.append(log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item())
+    assert _continuation_logprobs(logits, batch) == pytest.approx(expected, rel=1e-6)
+
+
 def test_report_counts_distributions_and_writes_every_prediction(tiny_run, tmp_path):
     _, _, base, _ = tiny_run
     assert base.n == 24 and base.engine == "loglik" and base.parse_failures == 0
