@@ -1,6 +1,6 @@
 """The task as judge: per-sample scores of model outputs, sampling k answers per prompt, and GRPO on those rewards.
 
-A sampled completion scores what the task's per-example metric gives its parsed answer (`parse_answer`, then
+A sampled completion scores what the task's per-example metric gives its parsed answer (`Task.parse`, then
 `score`, primary metric); an answer that does not parse scores as wrong.
 """
 
@@ -73,7 +73,7 @@ class Judged:
 
 def judge(task: Task, example: Example, text: str) -> Judged:
     """The task's per-example primary score of a model output (0 for the metric when nothing parses)."""
-    answer = task.parse_answer(text)
+    answer = task.parse(text, example)
     return Judged(text, answer, task.score(answer, task.answer(example))[task.primary_metric])
 
 
@@ -110,11 +110,12 @@ def task_reward(task: Task, examples: list[Example]) -> Callable[..., list[float
     return task_score
 
 
-def format_reward(task: Task) -> Callable[..., list[float]]:
-    """A TRL reward function: 1 when `parse_answer` finds an answer in the completion, else 0."""
+def format_reward(task: Task, examples: list[Example]) -> Callable[..., list[float]]:
+    """A TRL reward function: 1 when the task parses an answer from the completion, else 0."""
 
-    def answer_parses(prompts, completions, **_) -> list[float]:
-        return [float(task.parse_answer(_text(completion)) is not None) for completion in completions]
+    def answer_parses(prompts, completions, example_index, **_) -> list[float]:
+        return [float(task.parse(_text(completion), examples[index]) is not None)
+                for index, completion in zip(example_index, completions, strict=True)]
 
     return answer_parses
 
@@ -164,7 +165,7 @@ def make_trainer(model: Model, task: Task, prepared: TrainingData, config: GrpoC
     """TRL's GRPOTrainer with the task's score (plus the optional format reward) as reward."""
     rewards, weights = [task_reward(task, prepared.examples_used)], [1.0]
     if config.format_reward:
-        rewards.append(format_reward(task))
+        rewards.append(format_reward(task, prepared.examples_used))
         weights.append(config.format_reward)
     args = trl.GRPOConfig(**training.trainer_arguments(config, output_dir, model), num_generations=config.num_generations, beta=config.beta,
                           max_completion_length=config.max_completion_length or task.max_new_tokens,

@@ -72,7 +72,24 @@ def test_grpo_rewards_are_the_tasks_score_and_an_optional_parse_reward():
                                                                         "none", f"= {gold(EXAMPLES[1])}")]
     rows = [0, 0, 0, 1]
     assert task_reward(TASK, EXAMPLES)(prompts=[None] * 4, completions=completions, example_index=rows) == [1.0, 0.0, 0.0, 1.0]
-    assert format_reward(TASK)(prompts=[None] * 4, completions=completions) == [1.0, 1.0, 0.0, 1.0]
+    assert format_reward(TASK, EXAMPLES)(prompts=[None] * 4, completions=completions,
+                                         example_index=rows) == [1.0, 1.0, 0.0, 1.0]
+
+
+def test_sampled_answers_are_parsed_by_the_tasks_parse_hook_which_sees_the_example():
+    class ParsesByExample(type(TASK)):  # like ShopBench: only parse(text, example) is defined
+        def parse_answer(self, text):
+            raise NotImplementedError
+
+        def parse(self, text, example):
+            return self.answer(example) if text == "the gold one" else None
+
+    task = ParsesByExample()
+    completions = [[{"role": "assistant", "content": text}] for text in ("the gold one", "other")]
+    assert judge(task, EXAMPLES[0], "the gold one").score == 1.0
+    assert task_reward(task, EXAMPLES)(prompts=[None] * 2, completions=completions, example_index=[0, 1]) == [1.0, 0.0]
+    assert format_reward(task, EXAMPLES)(prompts=[None] * 2, completions=completions,
+                                         example_index=[0, 1]) == [1.0, 0.0]
 
 
 def test_user_pairs_file_accepts_text_or_chat_prompts(tmp_path):
