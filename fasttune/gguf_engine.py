@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,11 @@ class GgufModel:
 
     def render(self, messages: Messages) -> str:
         """The chat-template text of `messages`, ending where the assistant's reply begins."""
-        return self._chat_formatter(add_generation_prompt=True)(messages=messages).prompt
+        return self._prompt_formatter(messages=messages).prompt
+
+    @cached_property
+    def _prompt_formatter(self):
+        return self._chat_formatter(add_generation_prompt=True)  # compiling the template costs ~1.7 ms a call
 
     def _chat_formatter(self, add_generation_prompt: bool):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
