@@ -108,28 +108,26 @@ def evaluate(model: Model | str | Path, task: Task, split: str = "test", *, limi
     if use_loglik and not has_choices:
         raise FasttuneError(f"Task '{task.name}' has no choices, so it cannot be scored by log-likelihood "
                             "(engine='loglik'). Use engine='generate'.")
-    started = time.perf_counter()
+    engine = "loglik" if use_loglik else "generate"
+    max_new_tokens = config.max_new_tokens or task.max_new_tokens
+    started, truncated = time.perf_counter(), None
     if not isinstance(model, Model):  # a GgufModel
         outputs = (model.loglik_choices(task, examples) if use_loglik else
-                   model.generate(task, examples, config.max_new_tokens or task.max_new_tokens))
-        return score_outputs(task, examples, outputs, model_name=model.name,
-                             engine="loglik" if use_loglik else "generate", seconds=time.perf_counter() - started,
-                             config=config)
-    backend.for_inference(model)
-    truncated = None
-    with torch.inference_mode():
-        if use_loglik:
-            outputs = _loglik_choices(model, task, examples, config.batch_size)
-        else:
-            prompts = [data.example_prompt_ids(task, example, model.tokenizer) for example in examples]
-            completions = [samples[0] for samples in generate(
-                model, prompts, max_new_tokens=config.max_new_tokens or task.max_new_tokens,
-                batch_size=config.batch_size, description=f"generating {task.name}")]
-            outputs = [completion.text for completion in completions]
-            truncated = [completion.truncated for completion in completions]
-    seconds = time.perf_counter() - started
-    return score_outputs(task, examples, outputs, model_name=model.name, engine="loglik" if use_loglik else "generate",
-                         seconds=seconds, config=config, truncated=truncated)
+                   model.generate(task, examples, max_new_tokens))
+    else:
+        backend.for_inference(model)
+        with torch.inference_mode():
+            if use_loglik:
+                outputs = _loglik_choices(model, task, examples, config.batch_size)
+            else:
+                prompts = [data.example_prompt_ids(task, example, model.tokenizer) for example in examples]
+                completions = [samples[0] for samples in generate(
+                    model, prompts, max_new_tokens=max_new_tokens, batch_size=config.batch_size,
+                    description=f"generating {task.name}")]
+                outputs = [completion.text for completion in completions]
+                truncated = [completion.truncated for completion in completions]
+    return score_outputs(task, examples, outputs, model_name=model.name, engine=engine,
+                         seconds=time.perf_counter() - started, config=config, truncated=truncated)
 
 
 def _loglik_choices(model: Model, task: Task, examples: list[dict], batch_size: int) -> list[str]:

@@ -186,7 +186,8 @@ def train(model: Model, task: Task, method: Method | None = None, *, config: Tra
     if not prepared.rows:
         raise FasttuneError(f"No training rows left for task '{task.name}' (method={config.method}, "
                             f"data={prepared.summary}). See the counts above.")
-    config = resolve_checkpointing(config, model, longest_row(prepared, model))
+    longest = longest_row(prepared, model)
+    config = resolve_checkpointing(config, model, longest)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
@@ -205,7 +206,7 @@ def train(model: Model, task: Task, method: Method | None = None, *, config: Tra
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
     started = time.perf_counter()
     with stop_on_signal, guards.out_of_memory_advice(
-            "training", trainer.args.per_device_train_batch_size, longest_row(prepared, model),
+            "training", trainer.args.per_device_train_batch_size, longest,
             "Lower batch_size (raise gradient_accumulation to keep the effective batch), set "
             "gradient_checkpointing=True, or lower max_seq_length in load()"):
         try:
