@@ -2,7 +2,8 @@
 
 "base" scores the model untouched; each method starts from a fresh copy of the base model, trains LoRA through
 `fasttune.train(method=...)`, and is scored on the test split; the table gives the metric with its 95% bootstrap
-interval, training time and the whole method's wall time (sampling included). Writes <out>/methods.json and each run's folder.
+interval, training time and the whole method's wall time (sampling included). Writes <out>/methods.json (after
+each method) and each run's folder.
 
 On a CUDA machine (full scale):
     python benchmarks/gpu_methods.py --gguf <SmolLM2 GGUF> --data <rte folder> --out <folder>
