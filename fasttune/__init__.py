@@ -27,10 +27,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load": "fasttune.backend", "Model": "fasttune.backend",
-    "train": "fasttune.training", "TrainConfig": "fasttune.training", "LoraConfig": "fasttune.training",
-    "Run": "fasttune.training", "CptConfig": "fasttune.pretraining", "DpoConfig": "fasttune.preference",
-    "OrpoConfig": "fasttune.preference", "KtoConfig": "fasttune.preference", "GrpoConfig": "fasttune.rewards",
-    "RftConfig": "fasttune.rejection", "SamplingConfig": "fasttune.rewards",
+    "train": "fasttune.training", "TrainConfig": "fasttune.configs", "LoraConfig": "fasttune.configs",
+    "Run": "fasttune.training", "CptConfig": "fasttune.methods.cpt", "DpoConfig": "fasttune.methods.dpo",
+    "OrpoConfig": "fasttune.methods.orpo", "KtoConfig": "fasttune.methods.kto", "GrpoConfig": "fasttune.methods.grpo",
+    "RftConfig": "fasttune.methods.rft", "SamplingConfig": "fasttune.sampling",
     "evaluate": "fasttune.evaluation", "EvalConfig": "fasttune.evaluation", "Report": "fasttune.evaluation",
     "compare": "fasttune.comparison", "Comparison": "fasttune.comparison",
     "export": "fasttune.exporting", "ExportResult": "fasttune.exporting",

@@ -9,10 +9,12 @@ from safetensors import safe_open
 
 import fasttune
 from fasttune import backend
-from fasttune.pretraining import pack, read_documents
-from fasttune.preference import build_pairs, kto_rows, read_pairs
-from fasttune.rejection import select_answers
-from fasttune.rewards import format_reward, judge, task_reward
+from fasttune.methods.cpt import pack, read_documents
+from fasttune.methods.grpo import format_reward, task_reward
+from fasttune.methods.kto import kto_rows
+from fasttune.methods.preference import build_pairs, read_pairs
+from fasttune.methods.rft import select_answers
+from fasttune.sampling import judge
 from fasttune.tasks.larger_number import LargerNumber
 
 TASK = fasttune.tasks.get("larger_number")
@@ -197,7 +199,7 @@ def test_method_trains_a_few_steps_and_its_adapter_loads_and_evaluates(method, t
 
 
 def test_sampled_negatives_are_the_same_for_the_same_seed(tiny_model_dir):
-    from fasttune.rewards import SamplingConfig, sample_judged
+    from fasttune.sampling import SamplingConfig, sample_judged
 
     model = fasttune.load(tiny_model_dir, dtype=torch.float32)
     examples = TASK.load("train")[:4]

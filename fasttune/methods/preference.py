@@ -1,4 +1,4 @@
-"""Preference training (DPO, ORPO, KTO) on pairs built from the task, or on the user's own pairs.
+"""What DPO, ORPO and KTO share: pairs built from the task, or the user's own pairs, and the trainer around them.
 
 Built from the task: chosen = the gold completion; rejected = the model's own sampled answers that the task judges
 wrong (distinct texts, several samples a prompt). A prompt the model always answered right gives no pair and is
@@ -7,19 +7,20 @@ counted. KTO gets the same judgement as labels: the gold completion is desirable
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-import trl
 from datasets import Dataset
 
-from fasttune import backend, splits, training
+from fasttune import backend, splits
 from fasttune.backend import Model
+from fasttune.configs import TrainingData
 from fasttune.errors import FasttuneError, not_positive
-from fasttune.rewards import Judged, SampledDataConfig, sample_judged
+from fasttune.plan import Plan
+from fasttune.sampling import Judged, SampledDataConfig, sample_judged
 from fasttune.task import Example, Messages, Task, read_jsonl
-from fasttune.training import TrainingData
+from fasttune.trainers import trainer_arguments, with_progress
 
 
 @dataclass
@@ -34,34 +35,6 @@ class PreferenceConfig(SampledDataConfig):
 
     def problems(self) -> list[str]:
         return super().problems() + not_positive(self, ("beta",))
-
-
-@dataclass
-class DpoConfig(PreferenceConfig):
-    """DPO: raise the chosen answer's likelihood over the rejected one's, relative to the model without adapter."""
-
-    method: Literal["dpo"] = "dpo"
-
-
-@dataclass
-class OrpoConfig(PreferenceConfig):
-    """ORPO: SFT on the chosen answer plus an odds-ratio penalty on the rejected one; no reference model."""
-
-    method: Literal["orpo"] = "orpo"
-
-
-@dataclass
-class KtoConfig(PreferenceConfig):
-    """KTO: single answers labelled desirable or undesirable, no pairing needed."""
-
-    method: Literal["kto"] = "kto"
-    desirable_weight: float = 1.0
-    """Loss weight of desirable answers."""
-    undesirable_weight: float = 1.0
-    """Loss weight of undesirable answers (raise it when they outnumber the desirable ones)."""
-
-    def problems(self) -> list[str]:
-        return super().problems() + not_positive(self, ("desirable_weight", "undesirable_weight"))
 
 
 @dataclass
@@ -127,56 +100,45 @@ def read_pairs(path: str | Path) -> list[Pair]:
     return pairs
 
 
-def kto_rows(pairs: list[Pair]) -> list[dict]:
-    """KTO rows from pairs: each distinct chosen answer desirable, each rejected one undesirable."""
-    rows, seen = [], set()
-    for pair in pairs:
-        for text, label in ((pair.chosen, True), (pair.rejected, False)):
-            key = (str(pair.prompt), text)
-            if key not in seen:
-                seen.add(key)
-                rows.append({"prompt": pair.prompt, "completion": _assistant(text), "label": label})
-    return rows
+class PreferenceMethod(ABC):
+    """DPO, ORPO and KTO: the same data; each method's module gives its rows and its TRL arguments."""
 
+    def prepare(self, model: Model, task: Task, config: PreferenceConfig) -> TrainingData:
+        """Pairs from `config.pairs_file`, or built by sampling the model on the task's training prompts."""
+        if config.pairs_file:
+            pairs = read_pairs(config.pairs_file)[: config.limit]
+            summary = {"source": str(config.pairs_file), "pairs": len(pairs)}
+        else:
+            examples = splits.training_examples(task, config.split, config.limit)
+            samples = sample_judged(model, task, examples, config.sampling, config.seed)
+            built = build_pairs(task, examples, samples)
+            pairs, summary = built.pairs, built.summary()
+        rows = self.rows(pairs)
+        return TrainingData(rows, summary={**summary, **self.row_summary(rows)})
 
-def prepare(model: Model, task: Task, config: PreferenceConfig) -> TrainingData:
-    """Pairs from `config.pairs_file`, or built by sampling the model on the task's training prompts."""
-    if config.pairs_file:
-        pairs = read_pairs(config.pairs_file)[: config.limit]
-        summary = {"source": str(config.pairs_file), "pairs": len(pairs)}
-    else:
-        examples = splits.training_examples(task, config.split, config.limit)
-        samples = sample_judged(model, task, examples, config.sampling, config.seed)
-        built = build_pairs(task, examples, samples)
-        pairs, summary = built.pairs, built.summary()
-    if config.method == "kto":
-        rows = kto_rows(pairs)
-        summary["desirable"] = sum(row["label"] for row in rows)
-        summary["undesirable"] = len(rows) - summary["desirable"]
-    else:
-        rows = [{"prompt": p.prompt, "chosen": _assistant(p.chosen), "rejected": _assistant(p.rejected)}
+    def rows(self, pairs: list[Pair]) -> list[dict]:
+        """Conversational rows of the pairs (prompt, chosen, rejected)."""
+        return [{"prompt": p.prompt, "chosen": assistant(p.chosen), "rejected": assistant(p.rejected)}
                 for p in pairs]
-    return TrainingData(rows, summary=summary)
+
+    def row_summary(self, rows: list[dict]) -> dict:
+        """Counts of the rows for the card, beside those of the pairs."""
+        return {}
+
+    @abstractmethod
+    def arguments(self, shared: dict, config: PreferenceConfig):
+        """The method's TRL arguments from the fields every preference method shares."""
+
+    def make_trainer(self, model: Model, task: Task, prepared: TrainingData, config: PreferenceConfig,
+                     device_plan: Plan, output_dir: Path, callbacks: list):
+        """TRL's trainer of the method on conversational rows (the chat template closes each answer's turn)."""
+        shared = {**trainer_arguments(config, output_dir, model, device_plan), "beta": config.beta,
+                  "max_length": model.max_seq_length}
+        return with_progress(backend.trainer_class(config.method)(
+            model=model.model, processing_class=model.tokenizer, train_dataset=Dataset.from_list(prepared.rows),
+            args=self.arguments(shared, config), callbacks=callbacks))
 
 
-def _assistant(text: str) -> Messages:
+def assistant(text: str) -> Messages:
+    """An assistant turn holding `text`."""
     return [{"role": "assistant", "content": text}]
-
-
-def make_trainer(model: Model, task: Task, prepared: TrainingData, config: PreferenceConfig, output_dir: Path,
-                 callbacks: list):
-    """TRL's DPO, ORPO or KTO trainer on conversational rows (the chat template closes each answer's turn)."""
-    shared = {**training.trainer_arguments(config, output_dir, model), "beta": config.beta,
-              "max_length": model.max_seq_length}
-    if config.method == "dpo":
-        args = trl.DPOConfig(**shared)
-    elif config.method == "orpo":
-        from trl.experimental.orpo import ORPOConfig
-
-        args = ORPOConfig(**shared, remove_unused_columns=False)
-    else:
-        args = trl.KTOConfig(**shared, desirable_weight=config.desirable_weight,
-                             undesirable_weight=config.undesirable_weight)
-    return training.with_progress(backend.trainer_class(config.method)(
-        model=model.model, processing_class=model.tokenizer, train_dataset=Dataset.from_list(prepared.rows),
-        args=args, callbacks=callbacks))

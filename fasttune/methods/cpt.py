@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar
 
 import trl
 from datasets import Dataset
 
-from fasttune import backend, splits, training
+from fasttune import backend, splits
 from fasttune.backend import Model
+from fasttune.configs import TrainConfig, TrainingData
 from fasttune.errors import FasttuneError, not_positive
+from fasttune.plan import Plan
 from fasttune.task import Task, read_jsonl
-from fasttune.training import TrainConfig, TrainingData
+from fasttune.trainers import trainer_arguments, with_progress
 
 EMBEDDINGS = ["embed_tokens", "lm_head"]
 
@@ -27,7 +29,7 @@ EMBEDDINGS = ["embed_tokens", "lm_head"]
 class CptConfig(TrainConfig):
     """Settings of continued pretraining."""
 
-    method: Literal["cpt"] = "cpt"
+    method: ClassVar[str] = "cpt"
     text_file: str | None = None
     """A .txt file (documents separated by blank lines) or .jsonl file; default: the task's documents."""
     text_field: str = "text"
@@ -75,33 +77,38 @@ def pack(token_lists: list[list[int]], separator: int, block_size: int) -> tuple
     return [stream[start:start + block_size] for start in range(0, full, block_size)], len(stream) - full
 
 
-def prepare(model: Model, task: Task, config: CptConfig) -> TrainingData:
-    """Packed blocks of the text file's or the task's documents."""
-    if config.text_file:
-        documents = read_documents(config.text_file, config.text_field)[: config.limit]
-    else:
-        documents = [task.document(example) for example in splits.training_examples(task, config.split, config.limit)]
-    tokenizer = model.tokenizer
-    tokens = [tokenizer(document, add_special_tokens=False)["input_ids"] for document in documents]
-    blocks, dropped = pack(tokens, tokenizer.eos_token_id, config.block_size)
-    summary = {"source": config.text_file or f"task {task.name} ({config.split})", "documents": len(documents),
-               "tokens": sum(map(len, tokens)) + len(tokens), "blocks": len(blocks), "block_size": config.block_size,
-               "dropped_tail_tokens": dropped}
-    return TrainingData([{"input_ids": block} for block in blocks], [f"block-{i}" for i in range(len(blocks))],
-                        summary=summary)
+class Cpt:
+    config = CptConfig
 
+    def prepare(self, model: Model, task: Task, config: CptConfig) -> TrainingData:
+        """Packed blocks of the text file's or the task's documents."""
+        if config.text_file:
+            documents = read_documents(config.text_file, config.text_field)[: config.limit]
+        else:
+            examples = splits.training_examples(task, config.split, config.limit)
+            documents = [task.document(example) for example in examples]
+        tokenizer = model.tokenizer
+        tokens = [tokenizer(document, add_special_tokens=False)["input_ids"] for document in documents]
+        blocks, dropped = pack(tokens, tokenizer.eos_token_id, config.block_size)
+        summary = {"source": config.text_file or f"task {task.name} ({config.split})",
+                   "documents": len(documents), "tokens": sum(map(len, tokens)) + len(tokens), "blocks": len(blocks),
+                   "block_size": config.block_size, "dropped_tail_tokens": dropped}
+        return TrainingData([{"input_ids": block} for block in blocks], [f"block-{i}" for i in range(len(blocks))],
+                            summary=summary)
 
-def make_trainer(model: Model, task: Task, prepared: TrainingData, config: CptConfig, output_dir: Path,
-                 callbacks: list):
-    """SFTTrainer with the loss on every token (Unsloth's trainer with an embedding learning rate when trained)."""
-    if config.train_embeddings:
-        trainer_class, arguments_class = backend.pretraining_trainer(
-            config.embedding_learning_rate or config.learning_rate / 10)
-    else:
-        trainer_class, arguments_class = backend.sft_trainer_class(), trl.SFTConfig
-    args = arguments_class(**training.trainer_arguments(config, output_dir, model), completion_only_loss=False, max_length=config.block_size, packing=False,
-                           include_num_input_tokens_seen="non_padding", dataset_num_proc=None,
-                           remove_unused_columns=False)
-    return training.with_progress(trainer_class(model=model.model, processing_class=model.tokenizer,
-                                                train_dataset=Dataset.from_list(prepared.rows), args=args,
-                                                callbacks=callbacks))
+    def make_trainer(self, model: Model, task: Task, prepared: TrainingData, config: CptConfig,
+                     device_plan: Plan, output_dir: Path, callbacks: list):
+        """SFTTrainer with the loss on every token (Unsloth's trainer with an embedding learning rate when
+        trained)."""
+        if config.train_embeddings:
+            trainer_class, arguments_class = backend.pretraining_trainer(
+                config.embedding_learning_rate or config.learning_rate / 10)
+        else:
+            trainer_class, arguments_class = backend.sft_trainer_class(), trl.SFTConfig
+        args = arguments_class(**trainer_arguments(config, output_dir, model, device_plan),
+                               completion_only_loss=False, max_length=config.block_size, packing=False,
+                               include_num_input_tokens_seen="non_padding", dataset_num_proc=None,
+                               remove_unused_columns=False)
+        return with_progress(trainer_class(model=model.model, processing_class=model.tokenizer,
+                                           train_dataset=Dataset.from_list(prepared.rows), args=args,
+                                           callbacks=callbacks))
