@@ -214,3 +214,19 @@ def test_length_grouped_batches_pad_to_their_longest_row_and_waste_less_than_ran
         assert sum(int(mask.sum()) for mask in masks) == sum(lengths)  # every row once
         share[order] = 1 - sum(lengths) / sum(mask.numel() for mask in masks)
     assert share["group_by_length"] < share["random"] / 3, share
+
+
+def test_the_device_plan_is_recorded_in_config_json_and_the_card(tiny_model_dir, tmp_path):
+    import dataclasses
+    import json
+
+    run = _train_tiny(tiny_model_dir, tmp_path)
+    config = json.loads((run.output_dir / "config.json").read_text())
+    card = json.loads((run.adapter_dir / "fasttune.json").read_text())
+    assert config["plan"] == card["plan"] == dataclasses.asdict(run.plan)
+    assert config["method"] == "sft" and config["batch_size"] == 4
+    assert run.plan.micro_batch * run.plan.accumulation == 4 and run.plan.padding_free is False
+    assert run.plan.gradient_checkpointing is config["gradient_checkpointing"] is False
+    assert 0 < run.plan.longest_row <= run.model.max_seq_length and run.plan.free_bytes > 0
+    assert run.plan.trainable_parameters == sum(p.numel() for p in run.model.model.parameters() if p.requires_grad)
+    assert run.plan.bytes_per_token == int(activation_bytes_per_token(run.model.model.config) * 1.2)  # PADDED_SHARE
