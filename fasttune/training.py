@@ -21,7 +21,7 @@ import transformers
 import trl
 from datasets import Dataset
 
-from fasttune import backend, batching, data, guards, memory, splits
+from fasttune import backend, batching, data, guards, hooks, memory, splits
 from fasttune.backend import Model
 from fasttune.errors import FasttuneError, FasttuneWarning, not_positive, raise_problems, unknown_name
 from fasttune.plots import plot_losses
@@ -160,6 +160,7 @@ class Run:
     """The method's data summary (see TrainingData.summary)."""
 
 
+@hooks.library_scope()
 def train(model: Model, task: Task, method: Method | None = None, *, config: TrainConfig | None = None,
           resume: bool = False, **overrides) -> Run:
     """Fine-tune `model` on a task with LoRA by `method` (default sft) and save the adapter.
