@@ -52,7 +52,7 @@ def test_load_train_evaluate_and_plot_leave_the_host_process_unchanged(tiny_mode
     env = {name: value for name, value in os.environ.items()
            if name not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "MPLBACKEND",
                            "UNSLOTH_RETURN_LOGITS", "UNSLOTH_DISABLE_STATISTICS", "HF_DATASETS_DISABLE_PROGRESS_BARS")}
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_model_dir), str(tmp_path)], env=env,
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_model_dir), str(tmp_path)], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     states = json.loads(result.stdout.strip().splitlines()[-1])
