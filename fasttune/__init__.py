@@ -13,15 +13,10 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
-# In a source checkout the built-in tasks sit in ../tasks; an installed wheel has them at fasttune/tasks.
-if not (Path(__file__).parent / "tasks").is_dir() and (Path(__file__).parent.parent / "tasks").is_dir():
-    __path__.append(str(Path(__file__).parent.parent))
-
-from fasttune import tasks  # noqa: E402
-from fasttune.errors import FasttuneError  # noqa: E402
-from fasttune.task import Sample, Task  # noqa: E402
+from fasttune import tasks  # the top-level tasks/ folder, which the packaging installs as fasttune.tasks
+from fasttune.errors import FasttuneError
+from fasttune.task import Sample, Task
 
 __version__ = "0.1.0"
 

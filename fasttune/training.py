@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from fasttune import backend, guards
+from fasttune import backend, guards, hooks
 from fasttune.backend import Model
 from fasttune.configs import TrainConfig, config_dict
 from fasttune.errors import FasttuneError, FasttuneWarning, unknown_name
@@ -44,6 +44,7 @@ class Run:
     """The method's data summary (see TrainingData.summary)."""
 
 
+@hooks.library_scope()
 def train(model: Model, task: Task, method: str | None = None, *, config: TrainConfig | None = None,
           resume: bool = False, **overrides) -> Run:
     """Fine-tune `model` on a task with LoRA by `method` (default sft) and save the adapter.

@@ -8,9 +8,10 @@ all references) and ROUGE-1/2/L F (rouge-score, stemmer on, best reference). The
 TLDR.
 """
 
-from fasttune.errors import FasttuneError
+import warnings
+
+from fasttune.errors import FasttuneError, FasttuneWarning
 from fasttune.metrics import normalize_answer
-from fasttune.progress import console
 from fasttune.task import Sample, read_jsonl
 from fasttune.text_task import GenerationTask
 
@@ -36,8 +37,8 @@ class SciTLDR(GenerationTask):
             test = {normalize_answer(e["abstract"]) for e in self.read(data_dir, "test")}
             kept = [e for e in examples if normalize_answer(e["abstract"]) not in test]
             if len(kept) < len(examples):
-                console.print(f"[yellow]fasttune: scitldr left out {len(examples) - len(kept)} training paper(s) "
-                              f"whose abstract is also in the test split ({path.name}).")
+                warnings.warn(f"fasttune: scitldr left out {len(examples) - len(kept)} training paper(s) whose "
+                              f"abstract is also in the test split ({path.name}).", FasttuneWarning, stacklevel=2)
             examples = kept
         return examples
 
