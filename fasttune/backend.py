@@ -30,7 +30,7 @@ import peft  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
 
-from fasttune import embedded, memory  # noqa: E402
+from fasttune import data, embedded, memory  # noqa: E402
 from fasttune.errors import FasttuneError  # noqa: E402
 
 huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True  # read at its import, which may have come first
@@ -153,10 +153,7 @@ def _ensure_padding(tokenizer) -> None:
 
 def end_of_turn_token(tokenizer) -> str:
     """The special token that the chat template writes right after an assistant message."""
-    marker = "\u2063fasttune\u2063"
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False)
-    tail = rendered.split(marker, 1)[1]
+    tail = data.text_after_assistant_turn(lambda messages: tokenizer.apply_chat_template(messages, tokenize=False))
     for token in sorted(tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()), key=len, reverse=True):
         if tail.startswith(token):
             return token
