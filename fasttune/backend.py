@@ -25,7 +25,7 @@ import peft  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
 
-from fasttune import embedded, hooks, memory  # noqa: E402
+from fasttune import data, embedded, hooks, memory  # noqa: E402
 from fasttune.errors import FasttuneError  # noqa: E402
 
 
@@ -145,10 +145,7 @@ def _ensure_padding(tokenizer) -> None:
 
 def end_of_turn_token(tokenizer) -> str:
     """The special token that the chat template writes right after an assistant message."""
-    marker = "\u2063fasttune\u2063"
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False)
-    tail = rendered.split(marker, 1)[1]
+    tail = data.text_after_assistant_turn(lambda messages: tokenizer.apply_chat_template(messages, tokenize=False))
     for token in sorted(tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()), key=len, reverse=True):
         if tail.startswith(token):
             return token

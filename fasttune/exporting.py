@@ -297,23 +297,11 @@ def _write_modelfile(target: Path, merged: Path) -> Path:
     return path
 
 
-def _greedy_transformers(model, tokenizer, prompts: list[str], max_new_tokens: int) -> tuple[list, list]:
-    import torch
-
-    from fasttune import data
-    from fasttune.backend import end_of_turn_token
-
-    end_id = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
-    tokens, texts = [], []
-    with torch.inference_mode():
-        for prompt in prompts:
-            ids = torch.tensor([data.prompt_ids(tokenizer, [{"role": "user", "content": prompt}])])
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end_id,
-                                 pad_token_id=end_id)[0, ids.shape[1]:].tolist()
-            out = out[: out.index(end_id)] if end_id in out else out
-            tokens.append(out)
-            texts.append(tokenizer.decode(out, skip_special_tokens=True).strip())
-    return tokens, texts
+def _greedy_replies(engine, prompts: list[list[int]], max_new_tokens: int) -> tuple[list, list]:
+    """(token ids, text) of each prompt's greedy reply, one prompt at a time (no padding to differ by)."""
+    replies = [samples[0] for samples in engine.generate(prompts, max_new_tokens, batch_size=1,
+                                                           description="checking")]
+    return [reply.tokens for reply in replies], [reply.text for reply in replies]
 
 
 def _check_transformers(artifact: str, folder: Path, base_path: Path | None, prompts: list[str],
@@ -323,13 +311,15 @@ def _check_transformers(artifact: str, folder: Path, base_path: Path | None, pro
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from fasttune.engines import TransformersEngine
+
     model = AutoModelForCausalLM.from_pretrained(base_path or folder, dtype=torch.float32, local_files_only=True,
                                                  use_safetensors=True)
     if base_path is not None:
         model = PeftModel.from_pretrained(model, folder)
-    model.eval()
-    tokens, texts = _greedy_transformers(model, AutoTokenizer.from_pretrained(folder, local_files_only=True),
-                                         prompts, max_new_tokens)
+    engine = TransformersEngine(model.eval(), AutoTokenizer.from_pretrained(folder, local_files_only=True), artifact)
+    tokens, texts = _greedy_replies(engine, [engine.prompt_ids(_user_turn(prompt)) for prompt in prompts],
+                                    max_new_tokens)
     return _with_agreement(Check(artifact, "transformers", texts, tokens), reference)
 
 
@@ -338,19 +328,20 @@ def _check_gguf(path: Path, merged: Path, prompts: list[str], max_new_tokens: in
     from transformers import AutoTokenizer
 
     from fasttune import data
-    from fasttune.gguf_engine import GgufModel
+    from fasttune.engines import GgufEngine
 
-    model = GgufModel.open(path, n_ctx=512)
+    engine = GgufEngine.open(path, n_ctx=512)
     tokenizer = AutoTokenizer.from_pretrained(merged, local_files_only=True)
-    tokens, texts, same = [], [], True
-    for prompt in prompts:
-        messages = [{"role": "user", "content": prompt}]
-        ids = data.prompt_ids(tokenizer, messages)
-        same &= model.tokenize(model.render(messages)) == ids
-        tokens.append(model.greedy(ids, max_new_tokens))
-        texts.append(model.llama.detokenize(tokens[-1]).decode("utf-8", errors="replace").strip())
+    ids = [data.prompt_ids(tokenizer, _user_turn(prompt)) for prompt in prompts]
+    same = all(engine.prompt_ids(_user_turn(prompt)) == prompt_ids
+               for prompt, prompt_ids in zip(prompts, ids, strict=True))
+    tokens, texts = _greedy_replies(engine, ids, max_new_tokens)
     check = Check(f"gguf {path.stem.rsplit('-', 1)[-1]}", "llama.cpp", texts, tokens, same_prompt_tokens=same)
     return _with_agreement(check, reference)
+
+
+def _user_turn(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}]
 
 
 def _with_agreement(check: Check, reference: Check | None) -> Check:
