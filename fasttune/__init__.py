@@ -31,7 +31,7 @@ _LAZY = {
     "Run": "fasttune.training", "CptConfig": "fasttune.pretraining", "DpoConfig": "fasttune.preference",
     "OrpoConfig": "fasttune.preference", "KtoConfig": "fasttune.preference", "GrpoConfig": "fasttune.rewards",
     "RftConfig": "fasttune.rejection", "SamplingConfig": "fasttune.rewards",
-    "evaluate": "fasttune.evaluation", "EvalConfig": "fasttune.evaluation", "Report": "fasttune.evaluation",
+    "evaluate": "fasttune.evaluation", "EvalConfig": "fasttune.evaluation", "Report": "fasttune.report",
     "compare": "fasttune.comparison", "Comparison": "fasttune.comparison",
     "export": "fasttune.exporting", "ExportResult": "fasttune.exporting",
     "merge_adapters": "fasttune.merging",

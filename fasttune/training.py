@@ -23,6 +23,7 @@ from datasets import Dataset
 
 from fasttune import backend, batching, data, guards, memory, splits
 from fasttune.backend import Model
+from fasttune.card import write_card
 from fasttune.errors import FasttuneError, FasttuneWarning, not_positive, raise_problems, unknown_name
 from fasttune.plots import plot_losses
 from fasttune.progress import new_progress
@@ -230,7 +231,7 @@ def train(model: Model, task: Task, method: Method | None = None, *, config: Tra
                   "train_examples": len(prepared.rows), "skipped_too_long": prepared.skipped_too_long,
                   "data": prepared.summary, "continued_from": None if new_adapter else str(previous_adapter),
                   "backend": model.backend}
-    (adapter_dir / backend.CARD_NAME).write_text(json.dumps(model.card, indent=2, default=str))
+    write_card(adapter_dir, model.card)
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)  # the run is complete: the adapter replaces them
     loss_plot = plot_losses(losses, output_dir / "loss.png",
                             title=f"{config.method} on {task.name} ({model.base_path.name})")
