@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ from fasttune import data, hooks
 from fasttune.backend import Model
 from fasttune.engines import Completion, Engine, TransformersEngine, engine_for
 from fasttune.errors import FasttuneError, not_positive, raise_problems
+from fasttune.report import Report
 from fasttune.task import Task
 
 
@@ -43,54 +43,6 @@ class EvalConfig:
         if self.engine not in ("auto", "loglik", "generate"):
             problems.append(f"engine must be auto, loglik or generate (engine={self.engine!r})")
         raise_problems(problems)
-
-
-@dataclass
-class Report:
-    """Everything one evaluation measured. `records` holds one entry per example."""
-
-    task: dict
-    model: str
-    split: str
-    engine: str
-    n: int
-    metrics: dict[str, float]
-    intervals: dict[str, tuple[float, float]]
-    parse_failures: int
-    predicted: dict[str, int]
-    gold: dict[str, int]
-    per_category: dict[str, dict[str, float]]
-    seconds: float
-    records: list[dict] = field(repr=False)
-    empty_outputs: int | None = None
-    """Generation only: replies that were empty after stripping."""
-    truncated_outputs: int | None = None
-    """Generation only: replies cut off at max_new_tokens before the end-of-turn token."""
-
-    @property
-    def primary(self) -> str:
-        return self.task.get("primary_metric", next(iter(self.metrics)))
-
-    def save(self, folder: str | Path, name: str = "eval") -> Path:
-        """Write `<name>.json` (summary) and `<name>.predictions.jsonl` (every example) to `folder`."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        summary = {key: value for key, value in asdict(self).items() if key != "records"}
-        (folder / f"{name}.json").write_text(json.dumps(summary, indent=2))
-        with open(folder / f"{name}.predictions.jsonl", "w") as handle:
-            for record in self.records:
-                handle.write(json.dumps(record, default=str) + "\n")
-        return folder / f"{name}.json"
-
-    def __rich__(self):
-        from fasttune.tables import report_table
-
-        return report_table(self)
-
-    def __str__(self) -> str:
-        from fasttune.tables import render
-
-        return render(self.__rich__())
 
 
 @hooks.library_scope()

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Literal
 
 from fasttune import gguf, hooks
+from fasttune.card import CARD_NAME, read_card, resolve_base_model, write_card
 from fasttune.errors import FasttuneError, unknown_name
 from fasttune.progress import console, new_progress
 
 FORMATS = ("adapter", "merged_16bit", "gguf")
-CARD_NAME = "fasttune.json"  # = backend.CARD_NAME, repeated so that importing this module stays cheap
 CHECK_PROMPTS = ("What is the capital of France?",
                  "Which number is larger, 412 or 97? Answer with the number only.",
                  "Write one sentence about the sea.")
@@ -215,13 +215,20 @@ def merge_to_16bit(adapter_dir: Path | None, base_path: Path, folder: Path, dtyp
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(end)
     model.to(getattr(torch, dtype)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    merged_card = {**card, "merged_from": str(adapter_dir) if adapter_dir else None, "dtype": dtype}
-    (folder / CARD_NAME).write_text(json.dumps(merged_card, indent=2, default=str))
+    write_card(folder, {**card, "merged_from": str(adapter_dir) if adapter_dir else None, "dtype": dtype})
     return folder
 
 
 def _resolve(source) -> tuple[Path | None, Path, dict]:
-    """(adapter folder or None, base model folder, card) of a Model, a Run, an adapter folder or a model folder."""
+    """(adapter folder or None, base model folder, card) of a Model, a Run, an adapter folder or a model folder.
+
+    The card's base_model is the base folder's absolute path, so that the card holds wherever it is written."""
+    adapter_dir, base = _find_base(source)
+    card = read_card(adapter_dir) if adapter_dir is not None else {}
+    return adapter_dir, base, {**card, "base_model": str(base.absolute())}
+
+
+def _find_base(source) -> tuple[Path | None, Path]:
     from fasttune.backend import Model
     from fasttune.training import Run
 
@@ -231,27 +238,14 @@ def _resolve(source) -> tuple[Path | None, Path, dict]:
         if source.adapter_dir is None and hasattr(source.model, "peft_config"):
             raise FasttuneError("The model carries LoRA weights that were never saved (adapter_dir=None). Export "
                                 "the Run returned by fasttune.train, or a saved adapter folder.")
-        if source.adapter_dir is None:
-            return None, source.base_path, {"base_model": str(source.base_path)}
-        return source.adapter_dir, source.base_path, _read_card(source.adapter_dir)
+        return source.adapter_dir, source.base_path
     path = Path(source).expanduser()
     if (path / "adapter_config.json").is_file():
-        card = _read_card(path)
-        base = card.get("base_model") or json.loads((path / "adapter_config.json").read_text()).get(
-            "base_model_name_or_path")
-        if not base or not Path(base).is_dir():
-            raise FasttuneError(f"The base model of adapter {path} is not a local folder (base_model={base}). "
-                                f"Edit 'base_model' in {path / CARD_NAME} to point at it.")
-        return path, Path(base), card
+        return path, resolve_base_model(path)
     if (path / "config.json").is_file():
-        return None, path, {"base_model": str(path)}
+        return None, path
     raise FasttuneError(f"Nothing to export at {path} (source={source}): expected a fasttune Model or Run, an "
                         "adapter folder (adapter_config.json) or a model folder (config.json).")
-
-
-def _read_card(adapter_dir) -> dict:
-    path = Path(adapter_dir) / CARD_NAME
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _require_safetensors(folder: Path) -> None:
@@ -269,8 +263,7 @@ def _write_adapter(adapter_dir: Path, folder: Path, card: dict, reports) -> None
             shutil.copy2(path, folder / path.name)
     evaluations = [{"task": r.task, "split": r.split, "n": r.n, "engine": r.engine, "metrics": r.metrics,
                     "intervals": r.intervals, "parse_failures": r.parse_failures} for r in reports]
-    card = {**card, "evaluations": [*card.get("evaluations", []), *evaluations]}
-    (folder / CARD_NAME).write_text(json.dumps(card, indent=2, default=str))
+    write_card(folder, {**card, "evaluations": [*card.get("evaluations", []), *evaluations]})
 
 
 def _write_gguf(merged: Path, target: Path, quant: str, work: Path, llama_cpp_dir) -> None:

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import fasttune
-from fasttune import backend, data, rewards
+from fasttune import backend, data, sampling
 from fasttune.engines import Engine, GgufEngine, TransformersEngine, engine_for
-from fasttune.rewards import SamplingConfig
+from fasttune.sampling import SamplingConfig
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_transformers_sample_answers_equal_what_rewards_sample_judged_draws(tiny
     task = fasttune.tasks.get("larger_number")
     rows = task.load("train")[:3]
     config = SamplingConfig(samples=3, temperature=1.0, max_new_tokens=6, batch_size=2)
-    judged = rewards.sample_judged(model, task, rows, config, seed=7)
+    judged = sampling.sample_judged(model, task, rows, config, seed=7)
     engine = engine_for(model)
     prompts = [data.prompt_ids(model.tokenizer, task.format(row).prompt) for row in rows]
     sampled = engine.sample_answers(prompts, samples=3, temperature=1.0, seed=7, max_new_tokens=6, batch_size=2)
