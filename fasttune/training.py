@@ -201,7 +201,8 @@ def train(model: Model, task: Task, method: Method | None = None, *, config: Tra
     stop_on_non_finite = guards.StopOnNonFinite(prepared.row_ids, output_dir / "checkpoints")
     if prepared.row_ids:  # name the failing step's examples
         prepared = replace(prepared, rows=stop_on_non_finite.tag_rows(prepared.rows))
-    trainer = recipe.make_trainer(model, task, prepared, config, output_dir, [stop_on_signal, stop_on_non_finite])
+    trainer = recipe.make_trainer(model, task, prepared, config, output_dir,
+                                  [stop_on_signal, stop_on_non_finite, guards.StopOnDivergence()])
     if prepared.row_ids:
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
     started = time.perf_counter()
