@@ -192,11 +192,14 @@ class StopOnDivergence(transformers.TrainerCallback):
         self.window, self.max_loss, self.max_grad_norm = window, max_loss, max_grad_norm
         self.losses: list[tuple[int, float]] = []
         self.zero_grad_logs = 0
+        self.dtype = "float32"
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         if not logs or "loss" not in logs or not math.isfinite(logs["loss"]):
             return  # a non-finite loss is StopOnNonFinite's
         step, loss = state.global_step, float(logs["loss"])
+        self.dtype = "float16" if args.fp16 else str(next(model.parameters()).dtype).removeprefix("torch.") \
+            if model is not None else "bfloat16" if args.bf16 else "float32"
         self.losses.append((step, loss))
         grad_norm = logs.get("grad_norm")
         if loss > self.max_loss:
@@ -218,11 +221,10 @@ class StopOnDivergence(transformers.TrainerCallback):
         if all(b >= a for a, b in zip(recent, recent[1:])) and recent[-1] >= 2 * first:
             self._fail(step, args, f"the loss rose from {first:.4g} to {recent[-1]:.4g} over the last {steps} steps")
 
-    @staticmethod
-    def _fail(step: int, args, what: str) -> None:
+    def _fail(self, step: int, args, what: str) -> None:
         raise FasttuneError(
             f"Training stopped at step {step}: {what} (learning_rate={args.learning_rate:g}, "
-            f"dtype={'float16' if args.fp16 else 'bfloat16' if args.bf16 else 'as loaded'}); no adapter was saved. "
+            f"dtype={self.dtype}); no adapter was saved. "
             "Lower learning_rate (1e-4..5e-4 suits LoRA), or train in bfloat16/float32 where float16 overflows.")
 
 
