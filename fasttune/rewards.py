@@ -73,7 +73,7 @@ class Judged:
 
 def judge(task: Task, example: Example, text: str) -> Judged:
     """The task's per-example primary score of a model output (0 for the metric when nothing parses)."""
-    answer = task.parse(text, example)
+    answer = task.parse_answer(text, example)
     return Judged(text, answer, task.score(answer, task.answer(example))[task.primary_metric])
 
 
@@ -114,7 +114,7 @@ def format_reward(task: Task, examples: list[Example]) -> Callable[..., list[flo
     """A TRL reward function: 1 when the task parses an answer from the completion, else 0."""
 
     def answer_parses(prompts, completions, example_index, **_) -> list[float]:
-        return [float(task.parse(_text(completion), examples[index]) is not None)
+        return [float(task.parse_answer(_text(completion), examples[index]) is not None)
                 for index, completion in zip(example_index, completions, strict=True)]
 
     return answer_parses

@@ -29,7 +29,7 @@ def test_a_user_task_is_a_dozen_lines_and_registers():
         def answer(self, example):
             return example["capital"]
 
-        def parse_answer(self, text):
+        def parse_answer(self, text, example):
             return text.strip().rstrip(".") or None
 
     task = fasttune.tasks.get("capitals_test")
@@ -152,7 +152,7 @@ def test_seed_task_loads_formats_parses_its_gold_back_and_scores_perfectly(name,
     assert (len(train), len(test)) == SEED_TASKS[name]
     for example in test[:25]:
         task.check(example)
-    predictions = [task.parse(task.format(e).completion, e) for e in test[:25]]
+    predictions = [task.parse_answer(task.format(e).completion, e) for e in test[:25]]
     scores = task.metric(predictions, [task.answer(e) for e in test[:25]])
     assert scores[task.primary_metric] == 1.0
     assert task.metric([None] * 25, [task.answer(e) for e in test[:25]])[task.primary_metric] == 0.0
@@ -184,7 +184,7 @@ def test_nq_variants_put_each_question_in_the_same_split(data_root):
 ])
 def test_nq_replies_score_subem_em_and_token_f1(reply, expected):
     task = fasttune.tasks.get("nq_open")
-    assert task.score(task.parse_answer(reply), ("Wilhelm Conrad Röntgen",)) == expected
+    assert task.score(task.parse_answer(reply, {}), ("Wilhelm Conrad Röntgen",)) == expected
 
 
 def test_generation_tasks_aggregate_corpus_bleu_beside_mean_rouge(data_root):
@@ -193,7 +193,7 @@ def test_generation_tasks_aggregate_corpus_bleu_beside_mean_rouge(data_root):
     task = _task("scitldr", data_root)
     examples = task.load("test")[:4]
     replies = ["We propose a new method.", "", "A model for graphs.", task.format(examples[3]).completion]
-    predictions = [task.parse_answer(r) for r in replies]
+    predictions = [task.parse_answer(r, e) for r, e in zip(replies, examples)]
     references = [task.answer(e) for e in examples]
     scores = task.metric(predictions, references)
     streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(max(map(len, references)))]
@@ -217,7 +217,7 @@ def test_shopbench_reads_the_format_and_scores_gold_replies_perfectly(data_root)
                                                   "named_entity_recognition", "generation"}
     for example in examples:
         task.check(example)
-    predictions = [task.parse(task.format(e).completion, e) for e in examples]
+    predictions = [task.parse_answer(task.format(e).completion, e) for e in examples]
     scores = task.metric(predictions, [task.answer(e) for e in examples])
     assert scores["overall"] == pytest.approx(1.0) and scores["task:task_rank"] == pytest.approx(1.0)
 
@@ -235,7 +235,7 @@ def test_shopbench_reads_the_format_and_scores_gold_replies_perfectly(data_root)
     ("generation", "  A fine kettle.\n", "A fine kettle."), ("generation", " \n", None),
 ])
 def test_shopbench_parses_replies_as_the_challenge_parsers_do(task_type, reply, parsed):
-    assert fasttune.tasks.get("shopbench").parse(reply, {"task_type": task_type}) == parsed
+    assert fasttune.tasks.get("shopbench").parse_answer(reply, {"task_type": task_type}) == parsed
 
 
 def test_shopbench_aggregates_per_task_per_track_and_overall_with_pooled_micro_f1(tmp_path):
@@ -250,7 +250,7 @@ def test_shopbench_aggregates_per_task_per_track_and_overall_with_pooled_micro_f
          "metric": metric, "is_multiple_choice": kind == "multiple-choice"}) for name, track, kind, metric, gold, _ in rows))
     task = fasttune.tasks.get("shopbench", data_dir=tmp_path)
     examples = task.load("test")
-    predictions = [task.parse(row[-1], e) for row, e in zip(rows, examples)]
+    predictions = [task.parse_answer(row[-1], e) for row, e in zip(rows, examples)]
     assert predictions[1] is None  # unparsable: scores 0 and is counted by the report
     scores = task.metric(predictions, [task.answer(e) for e in examples])
     ner = 2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3)  # pooled: tp 2, fp 2, fn 1
