@@ -259,7 +259,7 @@ def read_csv(path: str | Path, fields: Fields, delimiter: str = ",") -> list[Rec
         if repeat:
             raise FasttuneError(f"{path}, row 1: column '{header[repeat[1]]}' appears twice in the header. Rename one.")
         for cells in reader:
-            if not cells:
+            if not any(cell.strip() for cell in cells):  # a blank line, or a spreadsheet's empty row
                 continue
             place = Place(path, "row", len(records) + 2)
             if len(cells) != len(header):
@@ -380,6 +380,8 @@ def _jsonl_records(text: str, path: Path, fields: Fields) -> list[Record]:
 
 
 def _json_records(text: str, path: Path, fields: Fields, container: type[list] | type[dict]) -> list[Record]:
+    if not text.strip():
+        return []
     data = _parse_json(text, path)
     if not isinstance(data, container):
         raise FasttuneError(f"{path}: the top level is {_json_name(data)}, expected {_json_name(container())} of "

@@ -46,17 +46,17 @@ SHOP_RANK = {**SHOP_MC, "output_field": [1, 0, 0.1, 0.01], "task_name": "task_ra
              "metric": "ndcg", "is_multiple_choice": False}
 SHOP_GEN = {**SHOP_MC, "output_field": "durable and fast kettle", "task_name": "task_gen", "task_type": "generation",
             "metric": "rougel", "is_multiple_choice": False}
-PAIR = {"prompt": "2+2?", "chosen": "4", "rejected": "5"}
+PAIR = {"prompt": "What is 2+2?", "chosen": "It is 4.", "rejected": "It is 5."}
 
 
 def line(row) -> str:
     return json.dumps(row, ensure_ascii=False)
 
 
-def write(path, content):
-    """Write text or bytes; a .gz name gets gzip-compressed text."""
+def write(path, content, compress=None):
+    """Write text or bytes, gzip-compressed when the name ends in .gz (unless `compress` says otherwise)."""
     data = content if isinstance(content, bytes) else content.encode()
-    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" and not isinstance(content, bytes) else data)
+    path.write_bytes(gzip.compress(data) if (path.suffix == ".gz" if compress is None else compress) else data)
     return path
 
 
@@ -194,7 +194,7 @@ def test_nq_open_oracle_context_without_text_is_an_error_naming_line_and_field(t
 ], ids=["truncated", "corrupt", "not gzip"])
 def test_nq_open_oracle_broken_gzip_file_is_an_error_naming_the_file(tmp_path, damage, error):
     data = gzip.compress((line(NQ_ORACLE) + "\n").encode() * 50)
-    write(tmp_path / "nq-open-oracle.jsonl.gz", damage(data))
+    write(tmp_path / "nq-open-oracle.jsonl.gz", damage(data), compress=False)
     with raises(rf"nq-open-oracle.jsonl.gz: not a complete gzip file \({error}"):
         load("nq_open_oracle", tmp_path)
 
@@ -543,6 +543,158 @@ def test_cpt_data_file_of_only_empty_rows_is_an_error(tmp_path):
     path = jsonl(tmp_path / "a.jsonl", {"text": ""})
     with pytest.warns(FasttuneWarning), raises(r"a.jsonl: no documents"):
         read_documents(path)
+
+
+# --- every reader against the faults every file can have -------------------------------------------------------------
+
+def task_reader(name, split=None):
+    """Read a task's split (or all its splits) from a folder, before Task.load's split-level checks."""
+    def read(data_dir):
+        task = fasttune.tasks.get(name, data_dir=data_dir)
+        return [example for s in ([split] if split else task.splits) for example in task.read(data_dir, s)]
+    return read
+
+
+def lines(*rows):
+    return "".join(line(row) + "\n" for row in rows)
+
+
+def csv_text(*rows):
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([ARXIV_HEADER, *rows])
+    return buffer.getvalue()
+
+
+READERS = {  # file name, a valid file, how it is read, how a single JSON row text becomes a file (JSON readers)
+    "rte train": ("train.jsonl", lines(RTE, {**RTE, "idx": 1}), task_reader("rte", "train"), "{}\n"),
+    "rte test": ("val.jsonl", lines(RTE), task_reader("rte", "test"), "{}\n"),
+    "mnli train": ("train_subset_8999.json", json.dumps({"0": MNLI_TRAIN, "1": MNLI_TRAIN}, indent=4),
+                   task_reader("mnli", "train"), '{{"0": {}}}'),
+    "mnli test": ("dev_matched.jsonl", lines(MNLI_TEST, MNLI_TEST), task_reader("mnli", "test"), "{}\n"),
+    "nq_open": ("NQ-open.dev.jsonl", lines(*({**NQ, "question": question(i)} for i in range(5))),
+                task_reader("nq_open"), "{}\n"),
+    "nq_open_oracle": ("nq-open-oracle.jsonl.gz", lines(NQ_ORACLE, {**NQ_ORACLE, "question": question(1)}),
+                       task_reader("nq_open_oracle"), "{}\n"),
+    "scitldr": ("scitldr_A_dev.jsonl", lines(SCITLDR, {**SCITLDR, "paper_id": "other"}), task_reader("scitldr", "test"),
+                "{}\n"),
+    "recipe_mpr": ("500QA.json", json.dumps([RECIPE, {**RECIPE, "query": "Chickpeas"}], indent=4),
+                   task_reader("recipe_mpr"), "[{}]"),
+    "arxiv_title": ("arxiv_metadata_first2000.csv", csv_text(ARXIV, [f"{ARXIV[0]}v2", *ARXIV[1:3], "Other.", ARXIV[4]]),
+                    task_reader("arxiv_title"), None),
+    "shopbench": ("dev.jsonl", lines(SHOP_MC, SHOP_RANK, SHOP_GEN), task_reader("shopbench"), "{}\n"),
+    "dpo pairs": ("pairs.jsonl", lines(PAIR, {**PAIR, "prompt": [{"role": "user", "content": "3+3?"}]}),
+                  lambda folder: read_pairs(folder / "pairs.jsonl"), "{}\n"),
+    "cpt rows": ("docs.jsonl", lines({"text": "One document."}, {"text": "Another one."}),
+                 lambda folder: read_documents(folder / "docs.jsonl"), "{}\n"),
+    "cpt text": ("docs.txt", "One document,\nover two lines.\n\nAnother one.\n",
+                 lambda folder: read_documents(folder / "docs.txt"), None),
+}
+WHOLE_FILE_JSON = {"mnli train", "recipe_mpr"}
+
+
+def place_of_the_row(reader):
+    return {"mnli train": "entry '0'", "recipe_mpr": "item 0"}.get(reader, "line 1")
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_every_reader_reads_its_valid_file_the_same_with_a_bom_windows_line_ends_or_trailing_blank_lines(
+        tmp_path, reader):
+    name, text, read, _ = READERS[reader]
+    expected = read(write(tmp_path / name, text).parent)
+    assert expected
+    for variant in (b"\xef\xbb\xbf" + text.encode(), text.replace("\n", "\r\n"), text + "\n\n  \n"):
+        assert read(write(tmp_path / name, variant).parent) == expected
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_every_reader_names_the_line_of_a_non_utf8_byte(tmp_path, reader):
+    name, text, read, _ = READERS[reader]
+    write(tmp_path / name, text.encode() + "caf\xe9\n".encode("latin-1"))
+    with raises(rf"{name}, line {text.count(chr(10)) + 1}: not UTF-8 \(byte b'\\xe9'"):
+        read(tmp_path)
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_every_reader_refuses_a_utf16_file_saying_to_save_it_as_utf8(tmp_path, reader):
+    name, text, read, _ = READERS[reader]
+    write(tmp_path / name, text.encode("utf-16"))
+    with raises(rf"{name}: the file is UTF-16"):
+        read(tmp_path)
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_every_reader_refuses_a_folder_in_place_of_its_file(tmp_path, reader):
+    name, _, read, _ = READERS[reader]
+    (tmp_path / name).mkdir()
+    with raises(rf"{name} is a folder, not a data file"):
+        read(tmp_path)
+
+
+@pytest.mark.parametrize("reader", sorted(set(READERS) - {"shopbench"}))  # ShopBench reads any *.json* in the folder
+def test_every_reader_names_its_missing_file(tmp_path, reader):
+    name, _, read, _ = READERS[reader]
+    with raises(rf"Data file not found: .*{name}"):
+        read(tmp_path)
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_every_reader_refuses_an_empty_file(tmp_path, reader):
+    name, _, read, _ = READERS[reader]
+    write(tmp_path / name, "\n \n")
+    message = {"arxiv_title": "no header line", "cpt text": "no documents"}.get(reader, r"no rows \(an empty split\)")
+    with raises(rf"{name}: {message}"):
+        read(tmp_path)
+
+
+JSON_READERS = [reader for reader, (*_, row_file) in READERS.items() if row_file]
+
+
+@pytest.mark.parametrize("reader", JSON_READERS)
+def test_every_json_reader_names_the_place_of_a_row_that_is_a_number(tmp_path, reader):
+    name, _, read, row_file = READERS[reader]
+    write(tmp_path / name, row_file.format("42"))
+    with raises(rf"{name}, {place_of_the_row(reader)}: expected a JSON object, got a number \(42\)"):
+        read(tmp_path)
+
+
+@pytest.mark.parametrize("reader", JSON_READERS)
+def test_every_json_reader_names_the_line_of_100k_deep_nesting(tmp_path, reader):
+    name, _, read, row_file = READERS[reader]
+    write(tmp_path / name, row_file.format('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"))
+    at = "" if reader in WHOLE_FILE_JSON else ", line 1"
+    with raises(rf"{name}{at}: JSON nested too deeply to read"):
+        read(tmp_path)
+
+
+@pytest.mark.parametrize("reader", JSON_READERS)
+def test_every_json_reader_names_the_line_of_a_5000_digit_integer(tmp_path, reader):
+    name, _, read, row_file = READERS[reader]
+    write(tmp_path / name, row_file.format('{"x": ' + "9" * 5000 + "}"))
+    at = "" if reader in WHOLE_FILE_JSON else ", line 1"
+    with raises(rf"{name}{at}: a number with more than 4300 digits"):
+        read(tmp_path)
+
+
+def with_separators(value):
+    """Every free text (one with a space; labels and ids have none) with U+2028 and U+0085 after its first space."""
+    if isinstance(value, dict):
+        return {key: with_separators(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_separators(item) for item in value]
+    return value.replace(" ", " \u2028\u0085", 1) if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("reader", JSON_READERS)
+def test_every_json_reader_keeps_line_separators_inside_strings(tmp_path, reader):
+    name, text, read, _ = READERS[reader]
+    if reader in WHOLE_FILE_JSON:
+        odd = json.dumps(with_separators(json.loads(text)), ensure_ascii=False)
+    else:
+        odd = "".join(line(with_separators(json.loads(row))) + "\n" for row in text.splitlines())
+    assert "\u2028" in odd and "\\u2028" not in odd  # written raw, as a JSON writer may
+    results = read(write(tmp_path / name, odd).parent)
+    assert len(results) == len(read(write(tmp_path / name, text).parent))
+    assert "\u2028\u0085" in json.dumps(results, ensure_ascii=False, default=vars)
 
 
 # --- the layer itself: formats and field rules ------------------------------------------------------------------------
