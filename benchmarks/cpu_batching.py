@@ -23,7 +23,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import fasttune
-from fasttune import backend, embedded, speed, training
+from fasttune import backend, configs, embedded, speed, trainers
 
 
 def smollm2_shaped_model(layers: int) -> Path:
@@ -38,9 +38,9 @@ def smollm2_shaped_model(layers: int) -> Path:
 
 def padded_batches(model, rows, batch_size: int, order: str, seed: int) -> list[torch.Tensor]:
     """Attention masks of the padded batches fasttune's trainer makes from `rows` in `order`."""
-    config = training.TrainConfig(batch_size=batch_size, padding_free=False, seed=seed, max_steps=1,
+    config = configs.TrainConfig(batch_size=batch_size, padding_free=False, seed=seed, max_steps=1,
                                   output_dir="/tmp/fasttune-padding-share")
-    trainer = training.sft_trainer(model, rows, config, Path(config.output_dir))
+    trainer = trainers.sft_trainer(model, rows, config, Path(config.output_dir))
     trainer.args.train_sampling_strategy = order
     return [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
 
@@ -63,7 +63,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     model = fasttune.load(smollm2_shaped_model(args.layers), dtype=torch.float32)
-    backend.add_lora(model, r=16, alpha=16, dropout=0.0, target_modules=training.ALL_LINEAR, seed=0,
+    backend.add_lora(model, r=16, alpha=16, dropout=0.0, target_modules=configs.ALL_LINEAR, seed=0,
                      gradient_checkpointing=False)
     rows = speed.workload_rows("mnli", args.share_rows, model.tokenizer, Path(args.data_root), block_length=0,
                                vocab_size=0, seed=0)
@@ -77,9 +77,9 @@ def main() -> None:
     for round_ in range(args.rounds):
         for padding_free in (False, True):
             speed.shared_lora_init(model.model, seed=3407)
-            config = training.TrainConfig(batch_size=args.batch_size, padding_free=padding_free, epochs=1,
+            config = configs.TrainConfig(batch_size=args.batch_size, padding_free=padding_free, epochs=1,
                                           logging_steps=1, learning_rate=2e-4, output_dir=str(out / "trainer"))
-            trainer = training.sft_trainer(model, timed_rows, config, out / "trainer")
+            trainer = trainers.sft_trainer(model, timed_rows, config, out / "trainer")
             measured = speed.timed_trainer_run(trainer, same_order=False)
             ends = measured["step_ends"]
             steps = sorted(b - a for a, b in zip([measured["start"]] + ends, ends))

@@ -13,24 +13,19 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
-# In a source checkout the built-in tasks sit in ../tasks; an installed wheel has them at fasttune/tasks.
-if not (Path(__file__).parent / "tasks").is_dir() and (Path(__file__).parent.parent / "tasks").is_dir():
-    __path__.append(str(Path(__file__).parent.parent))
-
-from fasttune import tasks  # noqa: E402
-from fasttune.errors import FasttuneError  # noqa: E402
-from fasttune.task import Sample, Task  # noqa: E402
+from fasttune import tasks  # the top-level tasks/ folder, which the packaging installs as fasttune.tasks
+from fasttune.errors import FasttuneError
+from fasttune.task import Sample, Task
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "load": "fasttune.backend", "Model": "fasttune.backend",
-    "train": "fasttune.training", "TrainConfig": "fasttune.training", "LoraConfig": "fasttune.training",
-    "Run": "fasttune.training", "CptConfig": "fasttune.pretraining", "DpoConfig": "fasttune.preference",
-    "OrpoConfig": "fasttune.preference", "KtoConfig": "fasttune.preference", "GrpoConfig": "fasttune.rewards",
-    "RftConfig": "fasttune.rejection", "SamplingConfig": "fasttune.rewards",
+    "train": "fasttune.training", "TrainConfig": "fasttune.configs", "LoraConfig": "fasttune.configs",
+    "Run": "fasttune.training", "CptConfig": "fasttune.methods.cpt", "DpoConfig": "fasttune.methods.dpo",
+    "OrpoConfig": "fasttune.methods.orpo", "KtoConfig": "fasttune.methods.kto", "GrpoConfig": "fasttune.methods.grpo",
+    "RftConfig": "fasttune.methods.rft", "SamplingConfig": "fasttune.sampling",
     "evaluate": "fasttune.evaluation", "EvalConfig": "fasttune.evaluation", "Report": "fasttune.evaluation",
     "compare": "fasttune.comparison", "Comparison": "fasttune.comparison",
     "export": "fasttune.exporting", "ExportResult": "fasttune.exporting",

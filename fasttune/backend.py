@@ -16,26 +16,18 @@ from typing import Any, Literal
 
 import torch
 
-# fasttune works offline: no usage statistics from Unsloth, TRL or the hub client.
-os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 USE_UNSLOTH = torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
 if USE_UNSLOTH:
     import unsloth  # noqa: F401  (must precede transformers/trl/peft)
     from unsloth import FastLanguageModel
 
-import datasets  # noqa: E402
-import huggingface_hub.constants  # noqa: E402
 import peft  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
 
-from fasttune import embedded, memory  # noqa: E402
+from fasttune import embedded, hooks, memory  # noqa: E402
 from fasttune.errors import FasttuneError  # noqa: E402
 
-huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True  # read at its import, which may have come first
-transformers.utils.logging.disable_progress_bar()  # fasttune shows its own rich progress
-datasets.disable_progress_bars()
 
 CARD_NAME = "fasttune.json"
 
@@ -71,6 +63,7 @@ class Model:
         return end_of_turn_token(self.tokenizer)
 
 
+@hooks.library_scope()
 def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = True, max_seq_length: int = 2048,
          dtype: torch.dtype | None = None, trust_remote_code: bool = False,
          max_memory_gib: float | None = None) -> Model:
@@ -87,7 +80,6 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
     if not path.is_dir():
         raise _not_a_folder(name_or_path)
     memory.limit_memory(max_memory_gib)
-    os.environ["HF_HUB_OFFLINE"] = "1"  # local model: keep transformers and trl off the network
     if (path / "adapter_config.json").exists():
         return _load_adapter(path, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, dtype=dtype,
                              trust_remote_code=trust_remote_code, max_memory_gib=max_memory_gib)
@@ -194,8 +186,7 @@ def add_lora(model: Model, *, r: int, alpha: int, dropout: float, target_modules
 
 def for_inference(model: Model) -> None:
     """Switch the model to generation/scoring mode."""
-    # Scoring needs the logits; Unsloth computes them only when asked (its training loss skips them).
-    os.environ["UNSLOTH_RETURN_LOGITS"] = "1"
+    hooks.return_logits(True)  # scoring needs the logits
     if USE_UNSLOTH:
         FastLanguageModel.for_inference(model.model)
     model.model.eval()
@@ -203,8 +194,7 @@ def for_inference(model: Model) -> None:
 
 def for_training(model: Model) -> None:
     """Switch the model back to training mode."""
-    # With logits requested Unsloth turns padding-free batching and its fused, logit-free loss off.
-    os.environ["UNSLOTH_RETURN_LOGITS"] = "0"
+    hooks.return_logits(False)  # with logits requested Unsloth turns padding-free batching and its fused loss off
     if USE_UNSLOTH:
         FastLanguageModel.for_training(model.model)
     model.model.train()
@@ -258,10 +248,7 @@ def trainer_class(method: Literal["dpo", "orpo", "kto", "grpo"]) -> type:
 
     Without Triton (a CPU), trl's fused log-prob head has no kernel; a plain-torch one takes its place.
     """
-    import trl.trainer.utils as trl_utils
-
-    if trl_utils._ChunkedLogProbFunction is None:
-        trl_utils._ChunkedLogProbFunction = _PlainLogProbs
+    hooks.install_cpu_log_probs(_PlainLogProbs)
     if method == "orpo":
         from trl.experimental.orpo import ORPOTrainer
 

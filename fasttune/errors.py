@@ -3,7 +3,7 @@
 import difflib
 
 
-class FasttuneError(ValueError):
+class FasttuneError(Exception):
     """A problem with fasttune's input or setup; the message says what is wrong and how to fix it."""
 
     def __init__(self, message: str):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from fasttune import backend, data, guards
+from fasttune import backend, data, guards, hooks
 from fasttune.backend import Model
 from fasttune.errors import FasttuneError, not_positive, raise_problems
 from fasttune.progress import progress_bar
@@ -94,6 +94,7 @@ class Report:
         return render(self.__rich__())
 
 
+@hooks.library_scope()
 def evaluate(model: Model | str | Path, task: Task, split: str = "test", *, limit: int | None = None,
              config: EvalConfig | None = None) -> Report:
     """Score `model` (or a GGUF file, run by llama.cpp) on a task split; parse failures count as wrong."""
@@ -304,8 +305,3 @@ def _per_category(records: list[dict], metric: str) -> dict[str, dict[str, float
     return {category: {"n": len(values), metric: sum(values) / len(values)}
             for category, values in sorted(groups.items())}
 
-
-def per_example_scores(report: Report, metric: str | None = None) -> dict[Any, float]:
-    """id -> per-example score of `metric` (default: the task's primary metric)."""
-    metric = metric or report.primary
-    return {record["id"]: record["scores"][metric] for record in report.records}

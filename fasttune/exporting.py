@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fasttune import gguf
+from fasttune import gguf, hooks
 from fasttune.errors import FasttuneError, unknown_name
 from fasttune.progress import console, new_progress
 
@@ -80,6 +80,7 @@ class ExportResult:
         return table
 
 
+@hooks.library_scope()
 def export(source, out_dir: str | Path, formats=FORMATS, gguf_quants=("q8_0", "q4_k_m"), *,
            merged_dtype: Literal["bfloat16", "float16"] = "bfloat16", prompts: list[str] | None = None,
            max_new_tokens: int = 16, reports=(), llama_cpp_dir: str | Path | None = None,
@@ -379,7 +380,8 @@ def _replace(staging: Path, out_dir: Path) -> None:
 
 @contextmanager
 def _steps(total: int) -> Iterator[Callable]:
-    """A progress bar over export steps; an error inside a step is re-raised naming the step."""
+    """A progress bar over export steps; a user-fixable error inside a step is re-raised naming the step, any other
+    exception keeps its type and gains a note naming the step."""
     with new_progress() as progress:
         bar = progress.add_task("export", total=total, status="")
 
@@ -390,8 +392,11 @@ def _steps(total: int) -> Iterator[Callable]:
                 yield
             except FasttuneError as error:
                 raise FasttuneError(f"Export step '{name}' failed: {str(error).removeprefix('fasttune: ')}") from error
-            except Exception as error:
+            except OSError as error:  # disk full, no permission: the user can fix these
                 raise FasttuneError(f"Export step '{name}' failed: {type(error).__name__}: {error}") from error
+            except Exception as error:  # a bug: keep its type and traceback, name the step
+                error.add_note(f"fasttune: raised during export step '{name}'")
+                raise
             progress.advance(bar)
 
         yield step

@@ -8,11 +8,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from fasttune import hooks
 from fasttune.errors import FasttuneError, raise_problems
 
 METHODS = ("linear", "ties", "dare_linear", "svd")
 
 
+@hooks.library_scope()
 def merge_adapters(adapters: list, weights: list[float],
                    method: Literal["linear", "ties", "dare_linear", "svd"] = "linear", *, out_dir: str | Path | None = None, density: float = 0.5, svd_rank: int | None = None,
                    seed: int = 0) -> Path:

@@ -4,28 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def _subplots(*grid: int, figsize: tuple[float, float], **options):
+    """A figure drawn on its own Agg canvas: no pyplot, so the host's matplotlib backend and figures stay as they are."""
+    figure = Figure(figsize=figsize)
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(*grid, **options)
 
 
 def plot_losses(losses: list[tuple[int, float]], path: Path, title: str) -> Path:
     """Training loss against optimizer step."""
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = _subplots(figsize=(6, 4))
     axis.plot([step for step, _ in losses], [loss for _, loss in losses], marker="o", markersize=3)
     axis.set(xlabel="step", ylabel="training loss", title=title)
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 
 def plot_comparison(labels: list[str], values: list[float], intervals: list[tuple[float, float]], path: Path,
                     title: str, ylabel: str) -> Path:
     """One bar per evaluation with its 95% interval as an error bar."""
-    figure, axis = plt.subplots(figsize=(5, 4))
+    figure, axis = _subplots(figsize=(5, 4))
     errors = [[v - low for v, (low, _) in zip(values, intervals)], [high - v for v, (_, high) in zip(values, intervals)]]
     bars = axis.bar(labels, [100 * v for v in values], yerr=[[100 * e for e in side] for side in errors], capsize=6,
                     color=["#9aa5b1", "#2f7ed8"][: len(values)] + ["#55a868"] * max(0, len(values) - 2))
@@ -33,7 +37,6 @@ def plot_comparison(labels: list[str], values: list[float], intervals: list[tupl
     axis.set(ylabel=ylabel, title=title, ylim=(0, 100))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 
@@ -42,7 +45,7 @@ def plot_speed(results: list[dict], path: Path, title: str) -> Path:
     groups = list(dict.fromkeys((r["model"], r["data"]) for r in results))
     stacks = list(dict.fromkeys(r["stack"] for r in results))
     found = {(r["model"], r["data"], r["stack"]): r for r in results if "tokens_per_second" in r}
-    figure, axes = plt.subplots(2, 1, figsize=(max(6, 1.4 * len(groups) + 2), 7), sharex=True)
+    figure, axes = _subplots(2, 1, figsize=(max(6, 1.4 * len(groups) + 2), 7), sharex=True)
     width = 0.8 / max(1, len(stacks))
     for i, stack in enumerate(stacks):
         positions = [g + (i - (len(stacks) - 1) / 2) * width for g in range(len(groups))]
@@ -57,5 +60,4 @@ def plot_speed(results: list[dict], path: Path, title: str) -> Path:
         axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path

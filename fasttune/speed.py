@@ -426,25 +426,23 @@ def _fasttune_model(spec: dict):
 def add_fasttune_lora(model, rows: list[dict], spec: dict) -> None:
     """LoRA on the model as fasttune's train() attaches it: gradient checkpointing decided from the longest of
     `rows` and the free memory (within the model's cap), the choice kept in `spec` for the trainer."""
-    from fasttune import backend, training
+    from fasttune import backend, configs, plan
 
-    longest = max(len(row["input_ids"]) for row in rows)
-    spec["gradient_checkpointing"] = training.resolve_checkpointing(
-        training.TrainConfig(), model, longest).gradient_checkpointing
-    backend.add_lora(model, r=16, alpha=16, dropout=0.0, target_modules=training.ALL_LINEAR, seed=spec["seed"],
+    spec["gradient_checkpointing"] = plan.plan(model, rows, configs.TrainConfig()).gradient_checkpointing
+    backend.add_lora(model, r=16, alpha=16, dropout=0.0, target_modules=configs.ALL_LINEAR, seed=spec["seed"],
                      gradient_checkpointing=spec["gradient_checkpointing"])
 
 
 def fasttune_trainer(model, rows: list[dict], spec: dict):
-    from fasttune import training
+    from fasttune import configs, trainers
 
-    config = training.TrainConfig(
+    config = configs.TrainConfig(
         max_steps=spec["steps"], batch_size=spec["rows_per_step"], learning_rate=spec["lr"],
         padding_free=spec.get("padding_free"), gradient_checkpointing=spec.get("gradient_checkpointing"),
         warmup_ratio=(spec["warmup_lr_steps"] - 0.5) / spec["steps"],  # transformers takes ceil(ratio * steps)
         weight_decay=WEIGHT_DECAY, logging_steps=1, seed=spec["seed"], save_steps=None,  # no checkpoint in timing
         output_dir=spec["work"])
-    return training.sft_trainer(model, rows, config, Path(spec["work"]))
+    return trainers.sft_trainer(model, rows, config, Path(spec["work"]))
 
 
 def profile_steps(model, rows: list[dict], spec: dict, prefix: Path, top: int = 25) -> None:

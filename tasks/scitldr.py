@@ -8,8 +8,11 @@ all references) and ROUGE-1/2/L F (rouge-score, stemmer on, best reference). The
 TLDR.
 """
 
+import warnings
+
+from fasttune.errors import FasttuneWarning
 from fasttune.metrics import normalize_answer
-from fasttune.reading import TEXT, Field, read_jsonl, warn_skipped
+from fasttune.reading import TEXT, Field, read_jsonl
 from fasttune.task import Sample
 from fasttune.text_task import GenerationTask
 
@@ -39,8 +42,8 @@ class SciTLDR(GenerationTask):
             test = {normalize_answer(e["abstract"]) for e in self.read(data_dir, "test")}
             kept = [e for e in examples if normalize_answer(e["abstract"]) not in test]
             if len(kept) < len(examples):
-                warn_skipped(path, len(examples) - len(kept), len(examples), "training papers",
-                             "their abstract is also in the test split")
+                warnings.warn(f"fasttune: scitldr left out {len(examples) - len(kept)} training paper(s) whose "
+                              f"abstract is also in the test split ({path.name}).", FasttuneWarning, stacklevel=2)
             examples = kept
         return examples
 

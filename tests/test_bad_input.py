@@ -113,5 +113,5 @@ def test_rows_longer_than_max_seq_length_are_skipped_with_a_warning_and_counted_
                                              r"\(ids: 2, 5\)"):
         run = fasttune.train(tiny, task, max_steps=1, batch_size=4, output_dir=str(tmp_path / "run"))
     card = json.loads((run.adapter_dir / "fasttune.json").read_text())
-    assert run.skipped_too_long == 2
+    assert run.skipped_too_long == ["2", "5"]  # the ids, as in TrainingData and the card
     assert card["skipped_too_long"] == ["2", "5"] and card["train_examples"] == 6

@@ -7,8 +7,10 @@ import torch
 
 import fasttune
 from fasttune import memory
-from fasttune.batching import (DevicePlan, activation_bytes_per_token, bytes_per_token, checkpointed_bytes_per_token,
-                               free_for_activations, needs_checkpointing, plan_device_steps)
+from fasttune.configs import TrainConfig
+from fasttune.plan import (DevicePlan, activation_bytes_per_token, bytes_per_token, checkpointed_bytes_per_token,
+                           free_for_activations, needs_checkpointing, plan, plan_device_steps)
+from fasttune.trainers import sft_trainer
 from fasttune.errors import FasttuneError
 
 
@@ -96,7 +98,6 @@ def test_a_memory_cap_out_of_range_is_refused_naming_the_field_and_the_fix(tiny_
 
 def test_a_memory_cap_splits_the_batch_into_smaller_device_steps(tiny_model_dir, tmp_path):
     from fasttune import backend
-    from fasttune.training import TrainConfig, sft_trainer
 
     rows = [{"input_ids": [5] * 64, "completion_mask": [1] * 64} for _ in range(16)]  # 16 x 64 x 0.2 MB: 200 MB
     model = fasttune.load(tiny_model_dir, dtype=torch.float32)
@@ -145,7 +146,6 @@ def _rows(vocab_size: int) -> list[dict[str, list[int]]]:
 
 
 def _first_batch_loss(model, rows, padding_free: bool, tmp_path) -> tuple[float, dict]:
-    from fasttune.training import TrainConfig, sft_trainer
 
     config = TrainConfig(batch_size=len(rows), padding_free=padding_free, output_dir=str(tmp_path))
     trainer = sft_trainer(model, rows, config, tmp_path)
@@ -186,20 +186,19 @@ def test_packed_and_padded_batches_give_the_same_loss_on_the_tiny_model(tiny_mod
 def test_without_a_varlen_attention_kernel_fasttune_pads_length_grouped_batches(tiny_model_dir, tmp_path):
     """On a CPU (no flash-attn) padding-free batches are slower, so the default is padded, length-grouped."""
     from fasttune import backend
-    from fasttune.training import TrainConfig, resolve_batching, sft_trainer
 
     model = fasttune.load(tiny_model_dir, dtype=torch.float32)
     backend.add_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj"], seed=0, gradient_checkpointing=False)
     assert not backend.varlen_attention(model)
     assert TrainConfig().padding_free is None
-    assert resolve_batching(TrainConfig(), model).padding_free is False
-    assert resolve_batching(TrainConfig(padding_free=True), model).padding_free is True  # a forced choice stays
-    trainer = sft_trainer(model, _rows(len(model.tokenizer)), TrainConfig(output_dir=str(tmp_path)), tmp_path)
+    rows = _rows(len(model.tokenizer))
+    assert plan(model, rows, TrainConfig()).padding_free is False
+    assert plan(model, rows, TrainConfig(padding_free=True)).padding_free is True  # a forced choice stays
+    trainer = sft_trainer(model, rows, TrainConfig(output_dir=str(tmp_path)), tmp_path)
     assert trainer.args.padding_free is False and trainer.args.train_sampling_strategy == "group_by_length"
 
 
 def test_length_grouped_batches_pad_to_their_longest_row_and_waste_less_than_random_ones(tiny_model_dir, tmp_path):
-    from fasttune.training import TrainConfig, sft_trainer
 
     model = fasttune.load(tiny_model_dir, dtype=torch.float32, max_seq_length=1024)
     generator = random.Random(1)
@@ -215,3 +214,19 @@ def test_length_grouped_batches_pad_to_their_longest_row_and_waste_less_than_ran
         assert sum(int(mask.sum()) for mask in masks) == sum(lengths)  # every row once
         share[order] = 1 - sum(lengths) / sum(mask.numel() for mask in masks)
     assert share["group_by_length"] < share["random"] / 3, share
+
+
+def test_the_device_plan_is_recorded_in_config_json_and_the_card(tiny_model_dir, tmp_path):
+    import dataclasses
+    import json
+
+    run = _train_tiny(tiny_model_dir, tmp_path)
+    config = json.loads((run.output_dir / "config.json").read_text())
+    card = json.loads((run.adapter_dir / "fasttune.json").read_text())
+    assert config["plan"] == card["plan"] == dataclasses.asdict(run.plan)
+    assert config["method"] == "sft" and config["batch_size"] == 4
+    assert run.plan.micro_batch * run.plan.accumulation == 4 and run.plan.padding_free is False
+    assert run.plan.gradient_checkpointing is config["gradient_checkpointing"] is False
+    assert 0 < run.plan.longest_row <= run.model.max_seq_length and run.plan.free_bytes > 0
+    assert run.plan.trainable_parameters == sum(p.numel() for p in run.model.model.parameters() if p.requires_grad)
+    assert run.plan.bytes_per_token == int(activation_bytes_per_token(run.model.model.config) * 1.2)  # PADDED_SHARE

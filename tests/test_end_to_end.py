@@ -105,8 +105,15 @@ def test_generation_engine_counts_unparseable_outputs_as_wrong(tiny_run):
 
 
 def test_bad_training_settings_are_all_reported_at_once():
-    with pytest.raises(fasttune.FasttuneError, match="learning_rate must be positive.*method .dpo. does not go with"):
-        fasttune.TrainConfig(method="dpo", learning_rate=0)
+    with pytest.raises(fasttune.FasttuneError, match=r"learning_rate must be positive.*warmup_ratio must be in"):
+        fasttune.TrainConfig(learning_rate=0, warmup_ratio=1.0)
+
+
+def test_a_method_that_does_not_go_with_the_config_class_is_refused():
+    # The method is the config class's attribute, so a config cannot name another method; train() checks the pair.
+    assert fasttune.TrainConfig.method == "sft" and fasttune.DpoConfig().method == "dpo"
+    with pytest.raises(fasttune.FasttuneError, match=r"method='dpo' but the config is a TrainConfig"):
+        fasttune.train(None, fasttune.tasks.get("larger_number"), "dpo", config=fasttune.TrainConfig())
 
 
 def test_nested_lora_settings_are_named_with_their_prefix():

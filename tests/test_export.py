@@ -181,6 +181,33 @@ def test_a_failing_step_is_named_and_leaves_no_export_folder(tiny_wide_model_dir
     assert not out.exists()
 
 
+
+def test_a_bug_inside_an_export_step_keeps_its_type_and_names_the_step(tiny_wide_model_dir, tmp_path, monkeypatch):
+    from fasttune import exporting
+
+    def bug(*args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(exporting, "merge_to_16bit", bug)
+    out = tmp_path / "export"
+    with pytest.raises(ZeroDivisionError) as raised:  # fasttune's own bug, not a FasttuneError the user should fix
+        fasttune.export(tiny_wide_model_dir, out, formats=("merged_16bit",))
+    assert raised.value.__notes__ == ["fasttune: raised during export step 'merge LoRA into bfloat16 weights'"]
+    assert not out.exists()
+
+
+def test_a_full_disk_during_an_export_step_is_a_user_error_naming_the_step(tiny_wide_model_dir, tmp_path,
+                                                                           monkeypatch):
+    from fasttune import exporting
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(exporting, "merge_to_16bit", full_disk)
+    with pytest.raises(fasttune.FasttuneError, match=r"Export step 'merge LoRA into bfloat16 weights' failed: "
+                                                     r"OSError: \[Errno 28\] No space left on device"):
+        fasttune.export(tiny_wide_model_dir, tmp_path / "export", formats=("merged_16bit",))
+
 def test_export_refuses_bad_requests_before_any_work(tiny_wide_model_dir, tmp_path):
     with pytest.raises(fasttune.FasttuneError, match="Unknown export format 'onnx'"):
         fasttune.export(tiny_wide_model_dir, tmp_path / "a", formats=("onnx",))

@@ -21,9 +21,9 @@ SETTINGS = {"max_steps": 8, "batch_size": 4, "limit": 40, "logging_steps": 2, "s
 # A real training run in its own process; each step is slowed to a second so that a signal lands mid-run.
 CHILD = """
 import json, sys, time, torch, fasttune
-from fasttune import training
-step_end = training._RichProgress.on_step_end
-training._RichProgress.on_step_end = lambda self, *a, **k: (time.sleep(1.0), step_end(self, *a, **k))[1]
+from fasttune import trainers
+step_end = trainers.RichProgress.on_step_end
+trainers.RichProgress.on_step_end = lambda self, *a, **k: (time.sleep(1.0), step_end(self, *a, **k))[1]
 model = fasttune.load(sys.argv[1], dtype=torch.float32)
 fasttune.train(model, fasttune.tasks.get("larger_number"), output_dir=sys.argv[2], **json.loads(sys.argv[3]))
 """

@@ -1,5 +1,6 @@
 """Training methods beyond SFT: each trains a few steps on the tiny Llama; the pair/reward builders on hand-made outputs."""
 
+import dataclasses
 import json
 import math
 
@@ -9,16 +10,19 @@ from safetensors import safe_open
 
 import fasttune
 from fasttune import backend
-from fasttune.pretraining import pack, read_documents
-from fasttune.preference import build_pairs, kto_rows, read_pairs
-from fasttune.rejection import select_answers
-from fasttune.rewards import format_reward, judge, task_reward
+from fasttune.methods.cpt import pack, read_documents
+from fasttune.methods.grpo import format_reward, task_reward
+from fasttune.methods.kto import kto_rows
+from fasttune.methods.preference import build_pairs, read_pairs
+from fasttune.methods.rft import select_answers
+from fasttune.sampling import judge
 from fasttune.tasks.larger_number import LargerNumber
 
 TASK = fasttune.tasks.get("larger_number")
 EXAMPLES = TASK.load("train")[:3]  # gold answers: the larger of a and b
 SMALL = {"max_steps": 2, "batch_size": 4, "limit": 8, "logging_steps": 1, "learning_rate": 5e-3, "warmup_ratio": 0.0}
 SAMPLING = {"samples": 2, "max_new_tokens": 4, "batch_size": 8}
+PINNED_SFT_LOSSES = [10.768756866455078, 10.731485366821289, 10.704651832580566]  # recorded on main and here
 
 
 def judged_outputs(outputs_per_example):
@@ -194,7 +198,7 @@ def test_method_trains_a_few_steps_and_its_adapter_loads_and_evaluates(method, t
 
 
 def test_sampled_negatives_are_the_same_for_the_same_seed(tiny_model_dir):
-    from fasttune.rewards import SamplingConfig, sample_judged
+    from fasttune.sampling import SamplingConfig, sample_judged
 
     model = fasttune.load(tiny_model_dir, dtype=torch.float32)
     examples = TASK.load("train")[:4]
@@ -216,3 +220,39 @@ def test_cpt_with_embeddings_then_sft_keeps_training_the_same_adapter(tiny_model
     sft = fasttune.train(model, TASK, "sft", output_dir=str(tmp_path / "sft"), **SMALL)
     assert sft.model.card["continued_from"] == str(cpt.adapter_dir)
     assert fasttune.evaluate(fasttune.load(sft.adapter_dir, dtype=torch.float32), TASK, limit=4).n == 4
+
+
+def test_the_registry_lists_every_method_under_its_configs_name():
+    from fasttune.methods import METHODS
+
+    assert list(METHODS) == ["sft", "cpt", "dpo", "orpo", "kto", "grpo", "rft"]
+    for name, method in METHODS.items():
+        assert method.config.method == name
+        assert method.config().method == name and "method" not in dataclasses.asdict(method.config())
+    assert fasttune.DpoConfig.method == "dpo" and fasttune.TrainConfig.method == "sft"
+
+
+def test_method_modules_never_import_training():
+    import ast
+    from pathlib import Path
+
+    folder = Path(fasttune.__file__).parent / "methods"
+    sources = sorted(folder.glob("*.py"))
+    assert {path.stem for path in sources} >= {"sft", "cpt", "dpo", "orpo", "kto", "grpo", "rft", "preference"}
+    for path in sources:
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        assert "fasttune.training" not in imported, path
+
+
+def test_the_tiny_models_first_sft_losses_are_pinned(tiny_model_dir, tmp_path):
+    """CPU runs are bitwise reproducible: a change in the data, the masks or the trainer shows here first."""
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32)
+    run = fasttune.train(model, TASK, output_dir=str(tmp_path), max_steps=3, batch_size=4, limit=12,
+                         logging_steps=1, save_steps=None)
+    assert [step for step, _ in run.losses] == [1, 2, 3]
+    assert [loss for _, loss in run.losses] == pytest.approx(PINNED_SFT_LOSSES, abs=1e-6)

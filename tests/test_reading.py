@@ -11,9 +11,8 @@ import pytest
 import fasttune
 from fasttune import reading
 from fasttune.errors import FasttuneError, FasttuneWarning
-from fasttune.preference import read_pairs
-from fasttune.pretraining import read_documents
-from fasttune.reading import Field
+from fasttune.methods.preference import read_pairs
+from fasttune.reading import Field, read_documents
 from fasttune.task import Sample, Task
 
 # --- rows in the shapes of the real files (../shared/data) --------------------------------------------------------
@@ -229,8 +228,8 @@ def test_scitldr_reference_that_is_not_text_names_line_and_field(tmp_path):
 def test_scitldr_training_paper_whose_abstract_is_in_the_test_split_is_skipped_with_a_counted_warning(tmp_path):
     other = {**SCITLDR, "paper_id": "other", "source": ["A different abstract."]}
     scitldr_files(tmp_path, [{**SCITLDR, "paper_id": "copy"}, other])
-    with pytest.warns(FasttuneWarning, match=r"scitldr_A_train.jsonl: skipped 1 of 2 training papers \(their "
-                                             r"abstract is also in the test split\)"):
+    with pytest.warns(FasttuneWarning, match=r"scitldr left out 1 training paper\(s\) whose abstract is also in the "
+                                             r"test split \(scitldr_A_train.jsonl\)"):
         train = load("scitldr", tmp_path)
     assert [e["id"] for e in train] == ["other"]
 

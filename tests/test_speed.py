@@ -75,7 +75,7 @@ def test_the_fasttune_trainer_and_a_padded_loop_agree_step_by_step_from_the_shar
     """The benchmark's loss check on the CPU: fasttune's trainer, padding-free or with its CPU default (padded,
     length-grouped), and the hand-written padded loop."""
     import fasttune
-    from fasttune import backend, training
+    from fasttune import backend, configs
 
     rows = speed.fixed_blocks(8, 24, 1000, seed=0)[:4] + [
         {"input_ids": list(range(100, 100 + n)), "completion_mask": [0] * (n // 2) + [1] * (n - n // 2)}
@@ -85,7 +85,7 @@ def test_the_fasttune_trainer_and_a_padded_loop_agree_step_by_step_from_the_shar
     measurements = {}
     for stack in ("fasttune", "unsloth-padded"):
         model = fasttune.load(tiny_model_dir, dtype=torch.float32)
-        backend.add_lora(model, r=4, alpha=4, dropout=0.0, target_modules=training.ALL_LINEAR, seed=0,
+        backend.add_lora(model, r=4, alpha=4, dropout=0.0, target_modules=configs.ALL_LINEAR, seed=0,
                          gradient_checkpointing=False)
         speed.shared_lora_init(model.model, spec["seed"])
         if stack == "fasttune":
@@ -117,10 +117,10 @@ def test_the_fasttune_trainer_and_a_padded_loop_agree_step_by_step_from_the_shar
 
 def test_profiling_writes_the_top_operations_of_a_padding_free_and_a_padded_step(tiny_model_dir, tmp_path):
     import fasttune
-    from fasttune import backend, training
+    from fasttune import backend, configs
 
     model = fasttune.load(tiny_model_dir, dtype=torch.float32)
-    backend.add_lora(model, r=4, alpha=4, dropout=0.0, target_modules=training.ALL_LINEAR, seed=0,
+    backend.add_lora(model, r=4, alpha=4, dropout=0.0, target_modules=configs.ALL_LINEAR, seed=0,
                      gradient_checkpointing=False)
     rows = [{"input_ids": list(range(100, 100 + n)), "completion_mask": [0] * (n - 3) + [1] * 3}
             for n in (7, 19, 12, 30)]
@@ -168,12 +168,12 @@ def test_the_fasttune_worker_checkpoints_when_the_longest_row_of_its_data_would_
                                                                                        monkeypatch):
     from transformers import AutoConfig
 
-    from fasttune import batching, memory
+    from fasttune import memory, plan
     from fasttune.tables import speed_table
 
     short, long = speed.fixed_blocks(4, 10, 1000, seed=0), speed.fixed_blocks(4, 40, 1000, seed=0)
-    per_token = batching.activation_bytes_per_token(AutoConfig.from_pretrained(tiny_model_dir))
-    free = int(20 * per_token / batching.MEMORY_HEADROOM)  # room for a 20-token row without checkpointing
+    per_token = plan.activation_bytes_per_token(AutoConfig.from_pretrained(tiny_model_dir)) * plan.PADDED_SHARE
+    free = int(20 * per_token / plan.MEMORY_HEADROOM)  # room for a 20-token row without checkpointing
     seen = []
     monkeypatch.setattr(memory, "free_memory_bytes", lambda max_memory_gib=None: seen.append(max_memory_gib) or free)
     for rows, expected in ((short, False), (short + long, True)):

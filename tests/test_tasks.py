@@ -3,6 +3,7 @@ import collections
 import pytest
 
 import fasttune
+from fasttune.errors import FasttuneWarning
 from fasttune.task import Sample, Task
 
 
@@ -273,3 +274,10 @@ def test_recipe_mpr_embedding_baseline_picks_the_closest_option(data_root):
     letters = task.embedding_baseline(examples)
     accuracy = sum(p == task.answer(e) for p, e in zip(letters, examples)) / len(examples)
     assert set(letters) <= set("ABCDE") and accuracy > 0.3  # chance is 0.2
+
+
+def test_scitldr_warns_with_the_count_of_training_papers_it_leaves_out(data_root):
+    task = _task("scitldr", data_root)
+    with pytest.warns(FasttuneWarning, match=r"scitldr left out 1 training paper\(s\) whose abstract is also in the "
+                                             r"test split \(scitldr_A_train.jsonl\)"):
+        assert len(task.load("train")) == 1991

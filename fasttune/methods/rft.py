@@ -6,23 +6,22 @@ answers carry their reasoning, and SFT teaches it on the task's own prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar
 
-from fasttune import splits, training
+from fasttune import splits
 from fasttune.backend import Model
+from fasttune.configs import TrainingData
 from fasttune.data import encode_samples
-from fasttune.rewards import Judged, SampledDataConfig, sample_judged
+from fasttune.methods.sft import Sft
+from fasttune.sampling import Judged, SampledDataConfig, sample_judged
 from fasttune.task import Example, Sample, Task
-from fasttune.training import TrainingData
-
-make_trainer = training.make_trainer  # the kept answers train by SFT
 
 
 @dataclass
 class RftConfig(SampledDataConfig):
     """Settings of rejection-sampling fine-tuning."""
 
-    method: Literal["rft"] = "rft"
+    method: ClassVar[str] = "rft"
     threshold: float = 1.0
     """Keep a sampled answer when the task's per-example primary score is at least this (e.g. 0.9 for token F1)."""
 
@@ -54,10 +53,15 @@ def select_answers(task: Task, examples: list[Example], judged: list[list[Judged
     return Kept(kept, len(examples), sum(map(len, judged)), none_kept)
 
 
-def prepare(model: Model, task: Task, config: RftConfig) -> TrainingData:
-    """Sample, judge and keep; the kept answers become completion-only SFT rows."""
-    examples = splits.training_examples(task, config.split, config.limit)
-    samples = sample_judged(model, task, examples, config.sampling, config.seed)
-    kept = select_answers(task, examples, samples, config.threshold)
-    encoded = encode_samples(task, kept.samples, model.tokenizer, model.end_of_turn, model.max_seq_length)
-    return TrainingData(encoded.rows, encoded.ids, encoded.too_long, kept.summary())
+class Rft(Sft):
+    """The kept answers train by SFT (Sft's make_trainer)."""
+
+    config = RftConfig
+
+    def prepare(self, model: Model, task: Task, config: RftConfig) -> TrainingData:
+        """Sample, judge and keep; the kept answers become completion-only SFT rows."""
+        examples = splits.training_examples(task, config.split, config.limit)
+        samples = sample_judged(model, task, examples, config.sampling, config.seed)
+        kept = select_answers(task, examples, samples, config.threshold)
+        encoded = encode_samples(task, kept.samples, model.tokenizer, model.end_of_turn, model.max_seq_length)
+        return TrainingData(encoded.rows, encoded.ids, encoded.too_long, kept.summary())
