@@ -605,27 +605,38 @@ def test_every_reader_reads_its_valid_file_the_same_with_a_bom_windows_line_ends
         assert read(write(tmp_path / name, variant).parent) == expected
 
 
-@pytest.mark.parametrize("reader", READERS)
-def test_every_reader_names_the_line_of_a_non_utf8_byte(tmp_path, reader):
-    name, text, read, _ = READERS[reader]
-    write(tmp_path / name, text.encode() + "caf\xe9\n".encode("latin-1"))
-    with raises(rf"{name}, line {text.count(chr(10)) + 1}: not UTF-8 \(byte b'\\xe9'"):
-        read(tmp_path)
+FAULTS = {  # what is written in place of the reader's file, and the error it gives (from its name, text and reader)
+    "a non-UTF-8 byte": (lambda text, row_file: text.encode() + "caf\xe9\n".encode("latin-1"),
+                         lambda name, text, reader: rf"{name}, line {text.count(chr(10)) + 1}: not UTF-8 \(byte "
+                                                    r"b'\\xe9'"),
+    "UTF-16": (lambda text, row_file: text.encode("utf-16"),
+               lambda name, text, reader: rf"{name}: the file is UTF-16 \(encoding=utf-16\), not UTF-8"),
+    "a folder": (None, lambda name, text, reader: rf"{name} is a folder, not a data file"),
+    "nothing": (lambda text, row_file: "\n \n", lambda name, text, reader: rf"{name}: " + {
+        "arxiv_title": "no header line", "cpt text": "no documents"}.get(reader, r"no rows \(an empty split\)")),
+    "a row that is a number": (lambda text, row_file: row_file.format("42"), lambda name, text, reader: (
+        rf"{name}, {place_of_the_row(reader)}: expected a JSON object, got a number \(42\)")),
+    "100k-deep nesting": (lambda text, row_file: row_file.format('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+                          lambda name, text, reader: rf"{name}{'' if reader in WHOLE_FILE_JSON else ', line 1'}: "
+                                                     "JSON nested too deeply to read"),
+    "a 5000-digit integer": (lambda text, row_file: row_file.format('{"x": ' + "9" * 5000 + "}"),
+                             lambda name, text, reader: rf"{name}{'' if reader in WHOLE_FILE_JSON else ', line 1'}: "
+                                                        "a number with more than 4300 digits"),
+}
+JSON_FAULTS = ("a row that is a number", "100k-deep nesting", "a 5000-digit integer")
+JSON_READERS = [reader for reader, (*_, row_file) in READERS.items() if row_file]
 
 
-@pytest.mark.parametrize("reader", READERS)
-def test_every_reader_refuses_a_utf16_file_saying_to_save_it_as_utf8(tmp_path, reader):
-    name, text, read, _ = READERS[reader]
-    write(tmp_path / name, text.encode("utf-16"))
-    with raises(rf"{name}: the file is UTF-16"):
-        read(tmp_path)
-
-
-@pytest.mark.parametrize("reader", READERS)
-def test_every_reader_refuses_a_folder_in_place_of_its_file(tmp_path, reader):
-    name, _, read, _ = READERS[reader]
-    (tmp_path / name).mkdir()
-    with raises(rf"{name} is a folder, not a data file"):
+@pytest.mark.parametrize("reader, fault", [(reader, fault) for reader in READERS for fault in FAULTS
+                                           if reader in JSON_READERS or fault not in JSON_FAULTS])
+def test_every_reader_names_file_and_line_of_a_broken_file(tmp_path, reader, fault):
+    name, text, read, row_file = READERS[reader]
+    content, message = FAULTS[fault]
+    if content is None:
+        (tmp_path / name).mkdir()
+    else:
+        write(tmp_path / name, content(text, row_file))
+    with raises(message(name, text, reader)):
         read(tmp_path)
 
 
@@ -633,44 +644,6 @@ def test_every_reader_refuses_a_folder_in_place_of_its_file(tmp_path, reader):
 def test_every_reader_names_its_missing_file(tmp_path, reader):
     name, _, read, _ = READERS[reader]
     with raises(rf"Data file not found: .*{name}"):
-        read(tmp_path)
-
-
-@pytest.mark.parametrize("reader", READERS)
-def test_every_reader_refuses_an_empty_file(tmp_path, reader):
-    name, _, read, _ = READERS[reader]
-    write(tmp_path / name, "\n \n")
-    message = {"arxiv_title": "no header line", "cpt text": "no documents"}.get(reader, r"no rows \(an empty split\)")
-    with raises(rf"{name}: {message}"):
-        read(tmp_path)
-
-
-JSON_READERS = [reader for reader, (*_, row_file) in READERS.items() if row_file]
-
-
-@pytest.mark.parametrize("reader", JSON_READERS)
-def test_every_json_reader_names_the_place_of_a_row_that_is_a_number(tmp_path, reader):
-    name, _, read, row_file = READERS[reader]
-    write(tmp_path / name, row_file.format("42"))
-    with raises(rf"{name}, {place_of_the_row(reader)}: expected a JSON object, got a number \(42\)"):
-        read(tmp_path)
-
-
-@pytest.mark.parametrize("reader", JSON_READERS)
-def test_every_json_reader_names_the_line_of_100k_deep_nesting(tmp_path, reader):
-    name, _, read, row_file = READERS[reader]
-    write(tmp_path / name, row_file.format('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"))
-    at = "" if reader in WHOLE_FILE_JSON else ", line 1"
-    with raises(rf"{name}{at}: JSON nested too deeply to read"):
-        read(tmp_path)
-
-
-@pytest.mark.parametrize("reader", JSON_READERS)
-def test_every_json_reader_names_the_line_of_a_5000_digit_integer(tmp_path, reader):
-    name, _, read, row_file = READERS[reader]
-    write(tmp_path / name, row_file.format('{"x": ' + "9" * 5000 + "}"))
-    at = "" if reader in WHOLE_FILE_JSON else ", line 1"
-    with raises(rf"{name}{at}: a number with more than 4300 digits"):
         read(tmp_path)
 
 
