@@ -14,16 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 from datetime import datetime
 from pathlib import Path
-
-import tempfile
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import fasttune
-from fasttune import backend, configs, embedded, speed, trainers
+from fasttune import embedded
+from fasttune.seam import sft_trainer
+from speed import workload_rows  # siblings in benchmarks/, the folder of the script that runs
+from speed_worker import shared_lora_init, timed_trainer_run
+
+LORA = fasttune.LoraConfig(r=16, alpha=16)  # the speed benchmark's adapter
 
 
 def smollm2_shaped_model(layers: int) -> Path:
@@ -38,9 +42,9 @@ def smollm2_shaped_model(layers: int) -> Path:
 
 def padded_batches(model, rows, batch_size: int, order: str, seed: int) -> list[torch.Tensor]:
     """Attention masks of the padded batches fasttune's trainer makes from `rows` in `order`."""
-    config = configs.TrainConfig(batch_size=batch_size, padding_free=False, seed=seed, max_steps=1,
-                                  output_dir="/tmp/fasttune-padding-share")
-    trainer = trainers.sft_trainer(model, rows, config, Path(config.output_dir))
+    config = fasttune.TrainConfig(batch_size=batch_size, padding_free=False, gradient_checkpointing=False, seed=seed,
+                                  max_steps=1, output_dir="/tmp/fasttune-padding-share", lora=LORA)
+    trainer = sft_trainer(model, rows, config)
     trainer.args.train_sampling_strategy = order
     return [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
 
@@ -63,10 +67,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     model = fasttune.load(smollm2_shaped_model(args.layers), dtype=torch.float32)
-    backend.add_lora(model, r=16, alpha=16, dropout=0.0, target_modules=configs.ALL_LINEAR, seed=0,
-                     gradient_checkpointing=False)
-    rows = speed.workload_rows("mnli", args.share_rows, model.tokenizer, Path(args.data_root), block_length=0,
-                               vocab_size=0, seed=0)
+    rows = workload_rows("mnli", args.share_rows, model.tokenizer, Path(args.data_root), block_length=0,
+                         vocab_size=0, seed=0)
     shares = {f"batch {size}, {order}": padding_share(padded_batches(model, rows, size, order, seed=0))
               for size in (8, 16) for order in ("random", "group_by_length")}
 
@@ -76,11 +78,12 @@ def main() -> None:
     runs = []
     for round_ in range(args.rounds):
         for padding_free in (False, True):
-            speed.shared_lora_init(model.model, seed=3407)
-            config = configs.TrainConfig(batch_size=args.batch_size, padding_free=padding_free, epochs=1,
-                                          logging_steps=1, learning_rate=2e-4, output_dir=str(out / "trainer"))
-            trainer = trainers.sft_trainer(model, timed_rows, config, out / "trainer")
-            measured = speed.timed_trainer_run(trainer, same_order=False)
+            config = fasttune.TrainConfig(batch_size=args.batch_size, padding_free=padding_free, epochs=1,
+                                          gradient_checkpointing=False, logging_steps=1, learning_rate=2e-4,
+                                          output_dir=str(out / "trainer"), lora=LORA)
+            trainer = sft_trainer(model, timed_rows, config)
+            shared_lora_init(model.model, seed=3407)
+            measured = timed_trainer_run(trainer, same_order=False)
             ends = measured["step_ends"]
             steps = sorted(b - a for a, b in zip([measured["start"]] + ends, ends))
             tokens = sum(len(row["input_ids"]) for row in timed_rows)  # non-padding: the same in both kinds

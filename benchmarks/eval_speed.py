@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 
 import fasttune
-from fasttune import bench, embedded
+from fasttune import embedded
+from fasttune.machine import describe_machine
 from fasttune.progress import console
 from fasttune.tables import render
 
@@ -55,7 +56,7 @@ def main(argv=None) -> dict:
         for engine, report in reports.items():
             report.save(out, f"{name}-{engine.split(',')[0]}")
         rows.append(compare(name, reports["loglik"], reports["generate, one at a time"]))
-    summary = {"date": datetime.now().isoformat(timespec="seconds"), "machine": bench._machine(),
+    summary = {"date": datetime.now().isoformat(timespec="seconds"), "machine": describe_machine(),
                "model": str(model_path or "embedded SmolLM2-135M-Instruct"), "args": vars(args), "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval_speed.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -20,7 +20,8 @@ from datetime import datetime
 from pathlib import Path
 
 import fasttune
-from fasttune import bench, embedded
+from fasttune import embedded
+from fasttune.machine import describe_machine
 from fasttune.progress import console
 from fasttune.tables import render
 
@@ -63,7 +64,7 @@ def main(argv=None) -> dict:
     model_path = embedded.convert_gguf(Path(args.gguf), out / "model") if args.gguf else args.model
     task = fasttune.tasks.get(args.task, **({"data_dir": args.data} if args.data else {}))
     eval_config = fasttune.EvalConfig(limit=args.limit, seed=args.seed)
-    summary = {"date": datetime.now().isoformat(timespec="seconds"), "machine": bench._machine(),
+    summary = {"date": datetime.now().isoformat(timespec="seconds"), "machine": describe_machine(),
                "task": task.describe(), "model": str(model_path or "embedded SmolLM2-135M-Instruct"),
                "args": vars(args), "rows": []}
     for method in args.methods.split(","):

@@ -26,7 +26,7 @@ _LAZY = {
     "Run": "fasttune.training", "CptConfig": "fasttune.methods.cpt", "DpoConfig": "fasttune.methods.dpo",
     "OrpoConfig": "fasttune.methods.orpo", "KtoConfig": "fasttune.methods.kto", "GrpoConfig": "fasttune.methods.grpo",
     "RftConfig": "fasttune.methods.rft", "SamplingConfig": "fasttune.sampling",
-    "evaluate": "fasttune.evaluation", "EvalConfig": "fasttune.evaluation", "Report": "fasttune.evaluation",
+    "evaluate": "fasttune.evaluation", "EvalConfig": "fasttune.evaluation", "Report": "fasttune.report",
     "compare": "fasttune.comparison", "Comparison": "fasttune.comparison",
     "export": "fasttune.exporting", "ExportResult": "fasttune.exporting",
     "merge_adapters": "fasttune.merging",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,11 +24,10 @@ import peft  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
 
-from fasttune import embedded, hooks, memory  # noqa: E402
+from fasttune import data, embedded, hooks, memory  # noqa: E402
+from fasttune.card import read_card, resolve_base_model  # noqa: E402
 from fasttune.errors import FasttuneError  # noqa: E402
 
-
-CARD_NAME = "fasttune.json"
 
 
 @dataclass
@@ -125,14 +123,8 @@ def _load_adapter(adapter_dir: Path, **kwargs) -> Model:
     if not (adapter_dir / "adapter_model.safetensors").exists():
         raise FasttuneError(f"No adapter_model.safetensors in {adapter_dir}. fasttune reads adapter weights from "
                             "safetensors only (pickled .bin files can run code).")
-    card_path = adapter_dir / CARD_NAME
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    base = card.get("base_model") or json.loads((adapter_dir / "adapter_config.json").read_text()).get(
-        "base_model_name_or_path")
-    if not base or not Path(base).is_dir():
-        raise FasttuneError(f"The base model of adapter {adapter_dir} is not a local folder (base_model={base}). "
-                            f"Edit 'base_model' in {card_path} to point at it.")
-    model = load(base, **kwargs)
+    card = read_card(adapter_dir)
+    model = load(resolve_base_model(adapter_dir, card), **kwargs)
     model.model = peft.PeftModel.from_pretrained(model.model, adapter_dir, is_trainable=False, use_safetensors=True)
     model.adapter_dir, model.card = adapter_dir, card
     return model
@@ -145,10 +137,7 @@ def _ensure_padding(tokenizer) -> None:
 
 def end_of_turn_token(tokenizer) -> str:
     """The special token that the chat template writes right after an assistant message."""
-    marker = "\u2063fasttune\u2063"
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False)
-    tail = rendered.split(marker, 1)[1]
+    tail = data.text_after_assistant_turn(lambda messages: tokenizer.apply_chat_template(messages, tokenize=False))
     for token in sorted(tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()), key=len, reverse=True):
         if tail.startswith(token):
             return token

@@ -1,7 +1,5 @@
 """`python -m fasttune.bench`: base eval -> LoRA SFT -> tuned eval, printed side by side and saved to a folder.
 
-`python -m fasttune.bench speed ...` runs the GPU training-speed benchmark instead (fasttune/speed.py).
-
 Default: the embedded SmolLM2-135M-Instruct on the synthetic larger_number task, minutes on a laptop CPU.
 Writes summary.json, base/tuned reports with every prediction, loss.png and comparison.png to --out.
 """
@@ -10,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from dataclasses import asdict
 from datetime import datetime
@@ -18,6 +15,7 @@ from pathlib import Path
 
 import fasttune
 from fasttune.backend import count_4bit_linear_layers
+from fasttune.machine import describe_machine
 from fasttune.progress import console
 
 
@@ -46,11 +44,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["speed"]:
-        from fasttune import speed
-
-        return speed.main(argv[1:])
     args = parse_args(argv)
     if args.suite:
         from fasttune.suite import run_suite
@@ -81,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
                     [base.intervals[metric], tuned.intervals[metric]], out / "comparison.png",
                     title=f"{task.name}: base vs LoRA SFT (n={base.n})", ylabel=f"{metric} (%)")
     summary = {
-        "date": datetime.now().isoformat(timespec="seconds"), "machine": _machine(), "task": task.describe(),
+        "date": datetime.now().isoformat(timespec="seconds"), "machine": describe_machine(), "task": task.describe(),
         "model": str(model.base_path), "backend": model.backend, "args": vars(args),
         "linear_layers_4bit": dict(zip(("4bit", "all"), count_4bit_linear_layers(model))),
         "base": {"metrics": base.metrics, "intervals": base.intervals, "seconds": base.seconds},
@@ -102,14 +95,6 @@ def _peak_gpu_memory_gib() -> float | None:
     import torch
 
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-
-
-def _machine() -> dict:
-    import torch
-
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU x{torch.get_num_threads()}"
-    return {"device": device, "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "fasttune": fasttune.__version__}
 
 
 if __name__ == "__main__":

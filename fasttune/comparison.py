@@ -8,7 +8,7 @@ import numpy as np
 from scipy import stats
 
 from fasttune.errors import FasttuneError
-from fasttune.evaluation import Report
+from fasttune.report import Report
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fasttune.errors import FasttuneError
@@ -29,6 +30,13 @@ def prompt_ids(tokenizer, messages: Messages, where: str = "a prompt") -> list[i
 def example_prompt_ids(task: Task, example: Example, tokenizer) -> list[int]:
     """Token ids of an example's formatted prompt; errors name the task, its data and the example."""
     return prompt_ids(tokenizer, task.format(example).prompt, where_example(task, example))
+
+
+def text_after_assistant_turn(render: Callable[[Messages], str]) -> str:
+    """What a chat template (`render`: messages -> text) writes after an assistant message: its end of turn first."""
+    marker = "\u2063fasttune\u2063"
+    rendered = render([{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}])
+    return rendered.split(marker, 1)[1]
 
 
 def where_example(task: Task, example: Example) -> str:

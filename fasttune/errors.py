@@ -1,6 +1,8 @@
 """The one exception type fasttune raises for problems a user can fix."""
 
 import difflib
+import json
+from pathlib import Path
 
 
 class FasttuneError(Exception):
@@ -34,3 +36,14 @@ def raise_problems(problems: list[str]) -> None:
     """Raise one error listing every problem found in a config, if any."""
     if problems:
         raise FasttuneError("; ".join(problems) + ".")
+
+
+def read_json(path: Path, fix: str):
+    """The JSON value in file `path`; a file that is cut off or not UTF-8 raises an error naming it, ending in `fix`."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise FasttuneError(f"{path.name} is not valid JSON, perhaps cut off while it was written (file={path}, "
+                            f"line {error.lineno} column {error.colno}: {error.msg}). {fix}.") from None
+    except UnicodeDecodeError as error:
+        raise FasttuneError(f"{path.name} is not UTF-8 text (file={path}, byte {error.start}). {fix}.") from None

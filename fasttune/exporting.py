@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Literal
 
 from fasttune import gguf, hooks
+from fasttune.card import CARD_NAME, read_card, resolve_base_model, write_card
 from fasttune.errors import FasttuneError, unknown_name
 from fasttune.progress import console, new_progress
 
 FORMATS = ("adapter", "merged_16bit", "gguf")
-CARD_NAME = "fasttune.json"  # = backend.CARD_NAME, repeated so that importing this module stays cheap
 CHECK_PROMPTS = ("What is the capital of France?",
                  "Which number is larger, 412 or 97? Answer with the number only.",
                  "Write one sentence about the sea.")
@@ -215,13 +215,20 @@ def merge_to_16bit(adapter_dir: Path | None, base_path: Path, folder: Path, dtyp
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(end)
     model.to(getattr(torch, dtype)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    merged_card = {**card, "merged_from": str(adapter_dir) if adapter_dir else None, "dtype": dtype}
-    (folder / CARD_NAME).write_text(json.dumps(merged_card, indent=2, default=str))
+    write_card(folder, {**card, "merged_from": str(adapter_dir) if adapter_dir else None, "dtype": dtype})
     return folder
 
 
 def _resolve(source) -> tuple[Path | None, Path, dict]:
-    """(adapter folder or None, base model folder, card) of a Model, a Run, an adapter folder or a model folder."""
+    """(adapter folder or None, base model folder, card) of a Model, a Run, an adapter folder or a model folder.
+
+    The card's base_model is the base folder's absolute path, so that the card holds wherever it is written."""
+    adapter_dir, base = _find_base(source)
+    card = read_card(adapter_dir) if adapter_dir is not None else {}
+    return adapter_dir, base, {**card, "base_model": str(base.absolute())}
+
+
+def _find_base(source) -> tuple[Path | None, Path]:
     from fasttune.backend import Model
     from fasttune.training import Run
 
@@ -231,27 +238,14 @@ def _resolve(source) -> tuple[Path | None, Path, dict]:
         if source.adapter_dir is None and hasattr(source.model, "peft_config"):
             raise FasttuneError("The model carries LoRA weights that were never saved (adapter_dir=None). Export "
                                 "the Run returned by fasttune.train, or a saved adapter folder.")
-        if source.adapter_dir is None:
-            return None, source.base_path, {"base_model": str(source.base_path)}
-        return source.adapter_dir, source.base_path, _read_card(source.adapter_dir)
+        return source.adapter_dir, source.base_path
     path = Path(source).expanduser()
     if (path / "adapter_config.json").is_file():
-        card = _read_card(path)
-        base = card.get("base_model") or json.loads((path / "adapter_config.json").read_text()).get(
-            "base_model_name_or_path")
-        if not base or not Path(base).is_dir():
-            raise FasttuneError(f"The base model of adapter {path} is not a local folder (base_model={base}). "
-                                f"Edit 'base_model' in {path / CARD_NAME} to point at it.")
-        return path, Path(base), card
+        return path, resolve_base_model(path)
     if (path / "config.json").is_file():
-        return None, path, {"base_model": str(path)}
+        return None, path
     raise FasttuneError(f"Nothing to export at {path} (source={source}): expected a fasttune Model or Run, an "
                         "adapter folder (adapter_config.json) or a model folder (config.json).")
-
-
-def _read_card(adapter_dir) -> dict:
-    path = Path(adapter_dir) / CARD_NAME
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _require_safetensors(folder: Path) -> None:
@@ -269,8 +263,7 @@ def _write_adapter(adapter_dir: Path, folder: Path, card: dict, reports) -> None
             shutil.copy2(path, folder / path.name)
     evaluations = [{"task": r.task, "split": r.split, "n": r.n, "engine": r.engine, "metrics": r.metrics,
                     "intervals": r.intervals, "parse_failures": r.parse_failures} for r in reports]
-    card = {**card, "evaluations": [*card.get("evaluations", []), *evaluations]}
-    (folder / CARD_NAME).write_text(json.dumps(card, indent=2, default=str))
+    write_card(folder, {**card, "evaluations": [*card.get("evaluations", []), *evaluations]})
 
 
 def _write_gguf(merged: Path, target: Path, quant: str, work: Path, llama_cpp_dir) -> None:
@@ -297,23 +290,11 @@ def _write_modelfile(target: Path, merged: Path) -> Path:
     return path
 
 
-def _greedy_transformers(model, tokenizer, prompts: list[str], max_new_tokens: int) -> tuple[list, list]:
-    import torch
-
-    from fasttune import data
-    from fasttune.backend import end_of_turn_token
-
-    end_id = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
-    tokens, texts = [], []
-    with torch.inference_mode():
-        for prompt in prompts:
-            ids = torch.tensor([data.prompt_ids(tokenizer, [{"role": "user", "content": prompt}])])
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end_id,
-                                 pad_token_id=end_id)[0, ids.shape[1]:].tolist()
-            out = out[: out.index(end_id)] if end_id in out else out
-            tokens.append(out)
-            texts.append(tokenizer.decode(out, skip_special_tokens=True).strip())
-    return tokens, texts
+def _greedy_replies(engine, prompts: list[list[int]], max_new_tokens: int) -> tuple[list, list]:
+    """(token ids, text) of each prompt's greedy reply, one prompt at a time (no padding to differ by)."""
+    replies = [samples[0] for samples in engine.generate(prompts, max_new_tokens, batch_size=1,
+                                                           description="checking")]
+    return [reply.tokens for reply in replies], [reply.text for reply in replies]
 
 
 def _check_transformers(artifact: str, folder: Path, base_path: Path | None, prompts: list[str],
@@ -323,13 +304,15 @@ def _check_transformers(artifact: str, folder: Path, base_path: Path | None, pro
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from fasttune.engines import TransformersEngine
+
     model = AutoModelForCausalLM.from_pretrained(base_path or folder, dtype=torch.float32, local_files_only=True,
                                                  use_safetensors=True)
     if base_path is not None:
         model = PeftModel.from_pretrained(model, folder)
-    model.eval()
-    tokens, texts = _greedy_transformers(model, AutoTokenizer.from_pretrained(folder, local_files_only=True),
-                                         prompts, max_new_tokens)
+    engine = TransformersEngine(model.eval(), AutoTokenizer.from_pretrained(folder, local_files_only=True), artifact)
+    tokens, texts = _greedy_replies(engine, [engine.prompt_ids(_user_turn(prompt)) for prompt in prompts],
+                                    max_new_tokens)
     return _with_agreement(Check(artifact, "transformers", texts, tokens), reference)
 
 
@@ -338,19 +321,20 @@ def _check_gguf(path: Path, merged: Path, prompts: list[str], max_new_tokens: in
     from transformers import AutoTokenizer
 
     from fasttune import data
-    from fasttune.gguf_engine import GgufModel
+    from fasttune.engines import GgufEngine
 
-    model = GgufModel.open(path, n_ctx=512)
+    engine = GgufEngine.open(path, n_ctx=512)
     tokenizer = AutoTokenizer.from_pretrained(merged, local_files_only=True)
-    tokens, texts, same = [], [], True
-    for prompt in prompts:
-        messages = [{"role": "user", "content": prompt}]
-        ids = data.prompt_ids(tokenizer, messages)
-        same &= model.tokenize(model.render(messages)) == ids
-        tokens.append(model.greedy(ids, max_new_tokens))
-        texts.append(model.llama.detokenize(tokens[-1]).decode("utf-8", errors="replace").strip())
+    ids = [data.prompt_ids(tokenizer, _user_turn(prompt)) for prompt in prompts]
+    same = all(engine.prompt_ids(_user_turn(prompt)) == prompt_ids
+               for prompt, prompt_ids in zip(prompts, ids, strict=True))
+    tokens, texts = _greedy_replies(engine, ids, max_new_tokens)
     check = Check(f"gguf {path.stem.rsplit('-', 1)[-1]}", "llama.cpp", texts, tokens, same_prompt_tokens=same)
     return _with_agreement(check, reference)
+
+
+def _user_turn(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}]
 
 
 def _with_agreement(check: Check, reference: Check | None) -> Check:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from fasttune import hooks
+from fasttune.card import read_card, resolve_base_model, write_card
 from fasttune.errors import FasttuneError, raise_problems
 
 METHODS = ("linear", "ties", "dare_linear", "svd")
@@ -33,6 +33,7 @@ def merge_adapters(adapters: list, weights: list[float],
 
     folders = [Path(getattr(adapter, "adapter_dir", adapter)) for adapter in adapters]
     cards = [_card(folder) for folder in folders]
+    bases = [resolve_base_model(folder, card) for folder, card in zip(folders, cards, strict=True)]
     problems = []
     if len(folders) < 2:
         problems.append(f"merge needs at least two adapters (adapters={len(folders)})")
@@ -42,11 +43,10 @@ def merge_adapters(adapters: list, weights: list[float],
         problems.append(f"method must be one of {', '.join(METHODS)} (method={method!r})")
     if not 0 < density <= 1:
         problems.append(f"density must be in (0, 1] (density={density})")
-    bases = {card["base_model"] for card in cards}
-    if len(bases) > 1:
-        problems.append(f"the adapters have different base models (base_model={sorted(bases)})")
+    if len({base.resolve() for base in bases}) > 1:
+        problems.append(f"the adapters have different base models (base_model={sorted(map(str, set(bases)))})")
     raise_problems(problems)
-    base_path = Path(cards[0]["base_model"])
+    base_path = bases[0]
     out_dir = Path(out_dir or f"runs/merge-{method}-{datetime.now():%Y%m%d-%H%M%S}")
     if out_dir.exists():
         raise FasttuneError(f"The merge folder exists (out_dir={out_dir}). Choose another folder.")
@@ -72,12 +72,12 @@ def merge_adapters(adapters: list, weights: list[float],
     for path in folders[0].iterdir():  # the tokenizer and chat template the adapters were trained with
         if path.name.startswith(("tokenizer", "special_tokens", "chat_template")):
             shutil.copy2(path, partial / path.name)
-    card = {"base_model": str(base_path), "method": f"merge:{method}",
+    card = {"base_model": str(base_path.absolute()), "method": f"merge:{method}",
             "merge": {"method": method, "weights": list(weights), "density": density, "svd_rank": svd_rank,
                       "seed": seed, "adapters": [{"path": str(f), "task": c.get("task")}
                                                  for f, c in zip(folders, cards, strict=True)]},
             "task": cards[0].get("task")}
-    (partial / "fasttune.json").write_text(json.dumps(card, indent=2, default=str))
+    write_card(partial, card)
     partial.replace(out_dir)
     return out_dir
 
@@ -85,11 +85,4 @@ def merge_adapters(adapters: list, weights: list[float],
 def _card(folder: Path) -> dict:
     if not (folder / "adapter_config.json").is_file():
         raise FasttuneError(f"Not an adapter folder (adapter={folder}): adapter_config.json is missing.")
-    path = folder / "fasttune.json"
-    card = json.loads(path.read_text()) if path.is_file() else {}
-    card.setdefault("base_model", json.loads((folder / "adapter_config.json").read_text()).get(
-        "base_model_name_or_path"))
-    if not card["base_model"] or not Path(card["base_model"]).is_dir():
-        raise FasttuneError(f"The base model of adapter {folder} is not a local folder "
-                            f"(base_model={card['base_model']}). Edit 'base_model' in {path} to point at it.")
-    return card
+    return read_card(folder)

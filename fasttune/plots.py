@@ -38,26 +38,3 @@ def plot_comparison(labels: list[str], values: list[float], intervals: list[tupl
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     return path
-
-
-def plot_speed(results: list[dict], path: Path, title: str) -> Path:
-    """Tokens/s and peak memory of every stack, grouped by model and data."""
-    groups = list(dict.fromkeys((r["model"], r["data"]) for r in results))
-    stacks = list(dict.fromkeys(r["stack"] for r in results))
-    found = {(r["model"], r["data"], r["stack"]): r for r in results if "tokens_per_second" in r}
-    figure, axes = _subplots(2, 1, figsize=(max(6, 1.4 * len(groups) + 2), 7), sharex=True)
-    width = 0.8 / max(1, len(stacks))
-    for i, stack in enumerate(stacks):
-        positions = [g + (i - (len(stacks) - 1) / 2) * width for g in range(len(groups))]
-        for axis, key, scale in ((axes[0], "tokens_per_second", 1e-3), (axes[1], "peak_memory_gib", 1)):
-            values = [found[(*group, stack)][key] * scale if (*group, stack) in found else 0 for group in groups]
-            axis.bar(positions, values, width, label=stack)
-    axes[0].set(ylabel="non-padding tokens/s (thousands)", title=title)
-    axes[1].set(ylabel="peak GPU memory (GiB)")
-    axes[1].set_xticks(range(len(groups)), [f"{model}\n{kind}" for model, kind in groups], fontsize=8)
-    axes[0].legend(fontsize=8)
-    for axis in axes:
-        axis.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    return path

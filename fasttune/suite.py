@@ -14,8 +14,10 @@ from pathlib import Path
 
 import fasttune
 from fasttune.errors import FasttuneError
-from fasttune.evaluation import EvalConfig, Report, evaluate, score_outputs
+from fasttune.evaluation import EvalConfig, evaluate, score_outputs
+from fasttune.machine import describe_machine
 from fasttune.progress import console
+from fasttune.report import Report
 from fasttune.tables import suite_table
 
 SUITES = ("seeds",)
@@ -47,9 +49,7 @@ def run_suite(name: str, *, model: str | None, data_root: str | Path, limit: int
                           f" on {report.n} examples in {report.seconds:.0f}s")
         reports += done
     console.print(suite_table(reports, not_run, title=f"suite {name} | {loaded.name} | limit {limit}"))
-    from fasttune.bench import _machine
-
-    summary = {"date": datetime.now().isoformat(timespec="seconds"), "machine": _machine(), "suite": name,
+    summary = {"date": datetime.now().isoformat(timespec="seconds"), "machine": describe_machine(), "suite": name,
                "model": loaded.name, "data": str(data_root), "limit": limit, "not_run": not_run,
                "reports": [{"task": r.task, "model": r.model, "engine": r.engine, "n": r.n, "metrics": r.metrics,
                             "intervals": r.intervals, "parse_failures": r.parse_failures,

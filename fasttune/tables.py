@@ -99,26 +99,3 @@ def comparison_table(comparison) -> Group:
                 examples.add_row(str(flip["id"]), str(flip["gold"]), flip["a_output"], flip["b_output"])
             parts.append(examples)
     return Group(*parts)
-
-
-def speed_table(summary: dict) -> Table:
-    """One row per model, data and stack of a speed benchmark: throughput, memory, MFU, and fasttune's lead."""
-    cap = summary.get("memory_limit_gib")
-    table = Table(title=f"training speed | {summary['gpu']} | matmul peak {summary['matmul_peak_tflops']:.0f} "
-                        f"TFLOP/s | loss tolerance {100 * summary['loss_tolerance']:.0f}%"
-                        + (f" | memory cap {cap:g} GiB a stack" if cap else ""))
-    for column, justify in (("model", "left"), ("data", "left"), ("stack", "left"), ("tok/s", "right"),
-                            ("s/step", "right"), ("peak GiB", "right"), ("MFU", "right"),
-                            ("fasttune x", "right"), ("loss vs fasttune", "right")):
-        table.add_column(column, justify=justify)
-    for row in summary["results"]:
-        if "error" in row:
-            table.add_row(row["model"], row["data"], row["stack"], "failed", "", "", "", "", row["error"][:60])
-            continue
-        speedup = f"{row['fasttune_speedup']:.2f}" if "fasttune_speedup" in row else ""
-        agreement = (f"{100 * row['loss_max_rel_diff']:.2f}% {'ok' if row['loss_agrees'] else 'DIFFERS'}"
-                     if "loss_max_rel_diff" in row else "")
-        table.add_row(row["model"], row["data"], row["stack"], f"{row['tokens_per_second']:,.0f}",
-                      f"{row['seconds_per_step']:.3f}", f"{row['peak_memory_gib']:.1f}",
-                      f"{100 * row['mfu']:.1f}%", speedup, agreement)
-    return table

@@ -68,7 +68,7 @@ def test_loglik_engine_picks_the_choice_with_the_higher_summed_log_probability(t
 
 
 def test_batched_continuation_scores_equal_scoring_each_row_alone():
-    from fasttune.evaluation import _continuation_logprobs
+    from fasttune.engines.transformers_model import continuation_logprobs
 
     torch.manual_seed(0)
     logits = torch.randn(3, 7, 11)
@@ -77,7 +77,7 @@ def test_batched_continuation_scores_equal_scoring_each_row_alone():
     for row, (_, _, prompt, continuation) in enumerate(batch):
         log_probs = torch.log_softmax(logits[row, len(prompt) - 1:len(prompt) + len(continuation) - 1], dim=-1)
         expected.append(log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item())
-    assert _continuation_logprobs(logits, batch) == pytest.approx(expected, rel=1e-6)
+    assert continuation_logprobs(logits, batch) == pytest.approx(expected, rel=1e-6)
 
 
 def test_report_counts_distributions_and_writes_every_prediction(tiny_run, tmp_path):

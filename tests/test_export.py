@@ -12,7 +12,7 @@ from safetensors import safe_open
 import fasttune
 from fasttune import data
 from fasttune.exporting import parity
-from fasttune.gguf_engine import GgufModel
+from fasttune.engines import GgufEngine
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_gguf_f16_greedy_tokens_match_transformers(exported):
     ids = data.prompt_ids(tokenizer, [{"role": "user", "content": "Name a colour."}])
     expected = merged.generate(input_ids=torch.tensor([ids]), max_new_tokens=8, do_sample=False,
                                eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))[0, len(ids):].tolist()
-    assert GgufModel.open(result.gguf_files["f16"]).greedy(ids, 8) == expected[:8]
+    assert GgufEngine.open(result.gguf_files["f16"]).generate([ids], 8)[0][0].tokens == expected[:8]
 
 
 def test_quantized_ggufs_are_real_k_quants_and_answer(exported):
@@ -109,8 +109,8 @@ def test_quantized_ggufs_are_real_k_quants_and_answer(exported):
     assert "Q4_K" in types
     assert "Q8_0" in {tensor.tensor_type.name for tensor in gguf_lib.GGUFReader(result.gguf_files["q8_0"]).tensors}
     for quant in ("q8_0", "q4_k_m"):
-        model = GgufModel.open(result.gguf_files[quant])
-        assert model.greedy(model.tokenize(model.render([{"role": "user", "content": "Hi"}])), 4)
+        model = GgufEngine.open(result.gguf_files[quant])
+        assert model.generate([model.prompt_ids([{"role": "user", "content": "Hi"}])], 4)[0][0].tokens
 
 
 def test_modelfile_template_renders_a_turn_like_the_chat_template(exported):
@@ -144,7 +144,7 @@ def test_evaluate_scores_a_gguf_file_with_llama_cpp(exported):
 
 def test_gguf_choice_scores_evaluate_the_prompt_once_and_equal_scoring_each_choice_from_scratch(exported):
     _, _, result = exported
-    model = GgufModel.open(result.gguf_files["f16"])
+    model = GgufEngine.open(result.gguf_files["f16"])
     task = fasttune.tasks.get("larger_number")
     examples = task.load("test")[:4]
     evaluated = []

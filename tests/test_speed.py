@@ -1,19 +1,34 @@
-"""The speed benchmark's parts that need no GPU: its rows, padding, figures, loss agreement, table, plot and CLI."""
+"""The speed benchmark's parts that need no GPU (benchmarks/speed.py and speed_worker.py): its rows, padding,
+figures, loss agreement, table, plot and CLI; and the evaluation speed benchmark."""
 
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import fasttune
-from fasttune import speed
 from fasttune.errors import FasttuneError
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str):
+    """A script of benchmarks/ imported as a module (it is not a package; its __main__ part does not run)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+speed, speed_worker = _script("speed"), _script("speed_worker")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_the_speed_benchmark_says_it_needs_a_cuda_gpu():
-    finished = subprocess.run([sys.executable, "-m", "fasttune.bench", "speed", "--models", "llama-3.2-1b"],
+    finished = subprocess.run([sys.executable, str(BENCHMARKS / "speed.py"), "--models", "llama-3.2-1b"],
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode != 0
     assert "fasttune: The speed benchmark needs a CUDA GPU (torch.cuda.is_available()=False)" in finished.stderr
@@ -52,7 +67,7 @@ def test_mnli_and_nq_rows_are_the_built_in_tasks_training_rows_with_only_the_ans
 
 def test_padded_batches_pad_on_the_right_and_train_only_on_completions():
     rows = [{"input_ids": [5, 6, 7], "completion_mask": [0, 1, 1]}, {"input_ids": [8], "completion_mask": [1]}]
-    batch = speed.pad_batch(rows, pad_id=0, device="cpu")
+    batch = speed_worker.pad_batch(rows, pad_id=0, device="cpu")
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
@@ -87,13 +102,15 @@ def test_the_fasttune_trainer_and_a_padded_loop_agree_step_by_step_from_the_shar
         model = fasttune.load(tiny_model_dir, dtype=torch.float32)
         backend.add_lora(model, r=4, alpha=4, dropout=0.0, target_modules=configs.ALL_LINEAR, seed=0,
                          gradient_checkpointing=False)
-        speed.shared_lora_init(model.model, spec["seed"])
         if stack == "fasttune":
-            measurement = speed.timed_trainer_run(speed.fasttune_trainer(model, rows, spec))
+            trainer = speed_worker.fasttune_trainer(model, rows, spec)
+            speed_worker.shared_lora_init(model.model, spec["seed"])
+            measurement = speed_worker.timed_trainer_run(trainer)
             assert measurement["notes"] == {"padding_free": bool(padding_free), "gradient_checkpointing": False,
                                             "micro_batch": 4, "accumulation": 1}
         else:
-            measurement = speed.plain_loop(model.model, rows, spec, model.tokenizer.pad_token_id)
+            speed_worker.shared_lora_init(model.model, spec["seed"])
+            measurement = speed_worker.plain_loop(model.model, rows, spec, model.tokenizer.pad_token_id)
         measurement["peak_memory_bytes"] = 0
         measurements[stack] = measurement
 
@@ -106,13 +123,12 @@ def test_the_fasttune_trainer_and_a_padded_loop_agree_step_by_step_from_the_shar
     assert results[1]["loss_max_rel_diff"] < 1e-4 and results[1]["loss_agrees"]
     assert results[0]["timed_tokens"] == results[1]["timed_tokens"] == sum((7, 19, 12, 30))
 
-    from fasttune.plots import plot_speed
-    from fasttune.tables import render, speed_table
+    from fasttune.tables import render
 
     summary = {"gpu": "CPU", "matmul_peak_tflops": 1.0, "loss_tolerance": speed.LOSS_TOLERANCE, "results": results}
-    text = render(speed_table(summary))
+    text = render(speed.speed_table(summary))
     assert "unsloth-padded" in text and "ok" in text
-    assert plot_speed(results, tmp_path / "speed.png", title="tiny").stat().st_size > 10_000
+    assert speed.plot_speed(results, tmp_path / "speed.png", title="tiny").stat().st_size > 10_000
 
 
 def test_profiling_writes_the_top_operations_of_a_padding_free_and_a_padded_step(tiny_model_dir, tmp_path):
@@ -125,7 +141,7 @@ def test_profiling_writes_the_top_operations_of_a_padding_free_and_a_padded_step
     rows = [{"input_ids": list(range(100, 100 + n)), "completion_mask": [0] * (n - 3) + [1] * 3}
             for n in (7, 19, 12, 30)]
     spec = {"rows_per_step": 2, "lr": 1e-3, "seed": 3, "work": str(tmp_path / "fasttune")}
-    speed.profile_steps(model, rows, spec, tmp_path / "profile-tiny-mixed", top=5)
+    speed_worker.profile_steps(model, rows, spec, tmp_path / "profile-tiny-mixed", top=5)
     for name in ("padding-free", "padded"):
         text = (tmp_path / f"profile-tiny-mixed-{name}.txt").read_text()
         assert text.startswith(f"fasttune, {name} batches: step 2 of profile-tiny-mixed (2 rows)")
@@ -133,14 +149,9 @@ def test_profiling_writes_the_top_operations_of_a_padding_free_and_a_padded_step
 
 
 def test_the_evaluation_speed_benchmark_times_both_engines_on_the_same_rows(tiny_model_dir, data_root, tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_speed.py"
-    spec = importlib.util.spec_from_file_location("eval_speed", script)
-    eval_speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_speed)
+    eval_speed = _script("eval_speed")
     eval_speed.main(["--model", str(tiny_model_dir), "--tasks", "rte", "--data-root", str(data_root),
                      "--limit", "6", "--batch-size", "4", "--out", str(tmp_path)])
 
@@ -169,7 +180,6 @@ def test_the_fasttune_worker_checkpoints_when_the_longest_row_of_its_data_would_
     from transformers import AutoConfig
 
     from fasttune import memory, plan
-    from fasttune.tables import speed_table
 
     short, long = speed.fixed_blocks(4, 10, 1000, seed=0), speed.fixed_blocks(4, 40, 1000, seed=0)
     per_token = plan.activation_bytes_per_token(AutoConfig.from_pretrained(tiny_model_dir)) * plan.PADDED_SHARE
@@ -180,10 +190,17 @@ def test_the_fasttune_worker_checkpoints_when_the_longest_row_of_its_data_would_
         model = fasttune.load(tiny_model_dir, dtype=torch.float32, max_memory_gib=1)
         spec = {"rows_per_step": 4, "steps": 1, "warmup_lr_steps": 1, "lr": 1e-3, "seed": 3,
                 "work": str(tmp_path / str(expected))}
-        speed.add_fasttune_lora(model, rows, spec)
-        assert spec["gradient_checkpointing"] is expected
-        assert speed.fasttune_trainer(model, rows, spec).args.gradient_checkpointing is expected
+        trainer = speed_worker.fasttune_trainer(model, rows, spec)  # the first call attaches the LoRA weights
+        assert spec["gradient_checkpointing"] is expected and model.model.is_gradient_checkpointing is expected
+        assert trainer.args.gradient_checkpointing is expected
+        # the worker's later data kinds train the same adapter with the choice made for all of its data
+        later = speed_worker.fasttune_trainer(model, short, spec)
+        assert later.args.gradient_checkpointing is expected and len(later.train_dataset) == len(short)
     assert seen and set(seen) == {1}  # the cap given to load() is what fasttune plans with
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32, max_memory_gib=1)
+    spec = {"rows_per_step": 4, "steps": 1, "warmup_lr_steps": 1, "lr": 1e-3, "seed": 3, "work": str(tmp_path / "l"),
+            "longest_row": 40}  # the longest row of another data kind of the worker
+    assert speed_worker.fasttune_trainer(model, short, spec).args.gradient_checkpointing is True
 
     summary = {"gpu": "CPU", "matmul_peak_tflops": 1.0, "loss_tolerance": 0.02, "memory_limit_gib": 8, "results": []}
-    assert speed_table(summary).title.endswith("| memory cap 8 GiB a stack")
+    assert speed.speed_table(summary).title.endswith("| memory cap 8 GiB a stack")

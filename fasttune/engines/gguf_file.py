@@ -1,4 +1,4 @@
-"""Scoring a GGUF file with llama.cpp (llama-cpp-python): greedy generation and log-likelihood of choices.
+"""The GGUF engine: a GGUF file run by llama.cpp (llama-cpp-python), generating and scoring choices.
 
 `fasttune.evaluate("model.gguf", task)` uses this engine. Prompts are rendered with the chat template stored in the
 GGUF file itself, as llama.cpp and Ollama users get them.
@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from fasttune import data
+from fasttune.engines.protocol import Completion
 from fasttune.errors import FasttuneError
 from fasttune.progress import progress_bar
-from fasttune.task import Messages, Task
+from fasttune.task import Messages
 
 
 @dataclass
-class GgufModel:
+class GgufEngine:
     """A GGUF file opened by llama.cpp, with its chat template and end-of-turn token."""
 
     path: Path
@@ -33,7 +35,7 @@ class GgufModel:
         return self.path.name
 
     @classmethod
-    def open(cls, path: str | os.PathLike, n_ctx: int = 1024, n_threads: int | None = None) -> GgufModel:
+    def open(cls, path: str | os.PathLike, n_ctx: int = 1024, n_threads: int | None = None) -> GgufEngine:
         """Load `path` on the CPU (logits of every position kept, for log-likelihood scoring).
 
         `n_threads` defaults to llama-cpp-python's (half the cores): ggml's spinning threads slow down several
@@ -72,40 +74,51 @@ class GgufModel:
                                    bos_token=self._token_text(self.llama.token_bos()),
                                    add_generation_prompt=add_generation_prompt)
 
+    @property
+    def precision(self) -> str:
+        return f"file_type={self.llama.metadata.get('general.file_type', 'unknown')}"
+
     def tokenize(self, text: str) -> list[int]:
         return self.llama.tokenize(text.encode(), add_bos=False, special=True)
 
-    def greedy(self, prompt: list[int], max_new_tokens: int) -> list[int]:
-        """Greedy continuation of token ids `prompt`, stopped before the end-of-turn token."""
-        tokens = []
-        for token in self.llama.generate(prompt, temp=0.0, top_k=1, reset=True):
-            if token == self.end_of_turn_id or token == self.llama.token_eos() or len(tokens) == max_new_tokens:
+    def prompt_ids(self, messages: Messages, where: str = "a prompt") -> list[int]:
+        return self.tokenize(self.render(messages))
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, *, batch_size: int = 16, num_samples: int = 1,
+                 temperature: float = 0.0, seed: int | None = None,
+                 description: str = "generating") -> list[list[Completion]]:
+        """One prompt at a time (llama.cpp runs one sequence here; `batch_size` is not used)."""
+        if seed is not None:
+            self.llama.set_seed(seed)
+        sampling = {"temp": temperature, "top_k": 0, "top_p": 1.0, "min_p": 0.0} if temperature > 0 else \
+            {"temp": 0.0, "top_k": 1}
+        completions = []
+        with progress_bar(f"{description} (llama.cpp)", len(prompts)) as advance:
+            for prompt in prompts:
+                completions.append([self._reply(prompt, max_new_tokens, sampling) for _ in range(num_samples)])
+                advance(1)
+        return completions
+
+    def _reply(self, prompt: list[int], max_new_tokens: int, sampling: dict) -> Completion:
+        tokens, ended = [], False
+        for token in self.llama.generate(prompt, reset=True, **sampling):
+            ended = token == self.end_of_turn_id or token == self.llama.token_eos()
+            if ended or len(tokens) == max_new_tokens:
                 break
             tokens.append(token)
-        return tokens
+        text = self.llama.detokenize(tokens).decode("utf-8", errors="replace").strip()
+        return Completion(text, not ended and len(tokens) == max_new_tokens, tokens)
 
-    def generate(self, task: Task, examples: list[dict], max_new_tokens: int) -> list[str]:
-        """Greedy completions of each example's prompt."""
-        texts = []
-        with progress_bar(f"generating {task.name} (llama.cpp)", len(examples)) as advance:
-            for example in examples:
-                tokens = self.greedy(self.tokenize(self.render(task.format(example).prompt)), max_new_tokens)
-                texts.append(self.llama.detokenize(tokens).decode("utf-8", errors="replace").strip())
+    def choice_logprobs(self, prompts: list[list[int]], choices: list[list[str]], *, batch_size: int = 16,
+                        description: str = "scoring") -> list[list[float]]:
+        """Each prompt is evaluated once; its KV cache is reused for every choice (`batch_size` is not used)."""
+        scores = []
+        with progress_bar(f"{description} (llama.cpp)", len(prompts)) as advance:
+            for prompt, options in zip(prompts, choices, strict=True):
+                scores.append(self.continuation_logprobs(
+                    prompt, [self.tokenize(option) + [self.end_of_turn_id] for option in options]))
                 advance(1)
-        return texts
-
-    def loglik_choices(self, task: Task, examples: list[dict]) -> list[str]:
-        """For each example, the choice whose tokens (plus end of turn) have the highest summed log-probability."""
-        picks = []
-        with progress_bar(f"scoring {task.name} (llama.cpp)", len(examples)) as advance:
-            for example in examples:
-                prompt = self.tokenize(self.render(task.format(example).prompt))
-                options = task.choices(example)
-                scores = self.continuation_logprobs(
-                    prompt, [self.tokenize(option) + [self.end_of_turn_id] for option in options])
-                picks.append(options[int(np.argmax(scores))])
-                advance(1)
-        return picks
+        return scores
 
     def continuation_logprobs(self, prompt: list[int], continuations: list[list[int]]) -> list[float]:
         """The summed log-probability of each continuation after token ids `prompt`, which is evaluated once."""
@@ -126,10 +139,8 @@ class GgufModel:
         return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
 
     def _end_of_turn_id(self) -> int:
-        marker = "\u2063fasttune\u2063"
-        rendered = self._chat_formatter(add_generation_prompt=False)(
-            messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]).prompt
-        tail = self.tokenize(rendered.split(marker, 1)[1])
+        render = self._chat_formatter(add_generation_prompt=False)
+        tail = self.tokenize(data.text_after_assistant_turn(lambda messages: render(messages=messages).prompt))
         return tail[0] if tail else self.llama.token_eos()
 
 

@@ -1,4 +1,4 @@
-"""`python -m fasttune.bench speed`: training speed and memory of fasttune beside raw Unsloth and HF+PEFT (CUDA).
+"""`python benchmarks/speed.py`: training speed and memory of fasttune beside raw Unsloth and HF+PEFT (CUDA).
 
 Every stack trains on the same rows, in the same order, from the same LoRA initialisation (r=16, all 7 projections):
 - fasttune: fasttune's SFT path (its default batching for the machine, a whole batch in one device step when it
@@ -7,7 +7,8 @@ Every stack trains on the same rows, in the same order, from the same LoRA initi
   AdamW, Unsloth gradient checkpointing, its padding-free default);
 - unsloth-padded: a hand-written loop over the same Unsloth model with padded batches of the whole batch;
 - hf-peft: transformers + PEFT + bitsandbytes nf4 QLoRA with gradient checkpointing, padded batches.
-Each stack runs in its own process: Unsloth patches transformers globally and must not touch the HF stack.
+Each stack runs in its own process (speed_worker.py): Unsloth patches transformers globally and must not touch the
+HF stack. fasttune's stack trains through fasttune.seam, the one declared way into fasttune's training.
 With --memory-limit every process is capped at that many GiB of GPU memory before it loads anything (CUDA's
 per-process cap); fasttune also plans its device steps and checkpointing within it.
 Models have random weights of real shapes, built on the GPU from a config (or a local folder, --real-model);
@@ -18,25 +19,24 @@ and with --profile the top GPU operations of one padding-free and one padded fas
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.metadata
 import json
-import os
 import platform
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import zlib
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from fasttune import data, tasks
+import fasttune
 from fasttune.errors import FasttuneError, unknown_name
+from fasttune.seam import sft_rows
+
+WORKER = Path(__file__).with_name("speed_worker.py")
 
 SHAPES = {  # public configs of these models; rope scaling is left out (it costs nothing)
     "smollm2-135m": ("llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
@@ -58,15 +58,13 @@ SHAPES = {  # public configs of these models; rope scaling is left out (it costs
 STACKS = ("fasttune", "unsloth-notebook", "unsloth-padded", "hf-peft")
 DATASETS = ("blocks", "mnli", "nq")
 ROW_TASKS = {"mnli": "mnli", "nq": "nq_open_oracle"}  # built-in tasks whose training rows the benchmark uses
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 WARMUP_LR_STEPS = 5  # the notebooks' warmup_steps, used by every stack
-WEIGHT_DECAY = 0.001  # the notebooks' value, used by every stack
 LOSS_TOLERANCE = 0.02
 """Largest relative difference of a step's loss from fasttune's for two stacks to count as computing the same."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m fasttune.bench speed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/speed.py", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="smollm2-135m,llama-3.2-1b", help=f"comma-separated: {', '.join(SHAPES)}")
     parser.add_argument("--real-model", default=None,
                         help="also measure this local model folder (e.g. the converted SmolLM2-135M-Instruct)")
@@ -113,25 +111,12 @@ def workload_rows(kind: str, count: int, tokenizer, data_root: Path, block_lengt
                   seed: int) -> list[dict[str, list[int]]]:
     if kind == "blocks":
         return fixed_blocks(count, block_length, min(vocab_size, len(tokenizer)), seed)
-    task = tasks.get(ROW_TASKS[kind], data_dir=data_root / ("mnli" if kind == "mnli" else "nq_open"))
+    task = fasttune.tasks.get(ROW_TASKS[kind], data_dir=data_root / ("mnli" if kind == "mnli" else "nq_open"))
     examples = task.load("train")[:count]
     if len(examples) < count:
         raise FasttuneError(f"Only {len(examples)} {kind} rows in {data_root}; the benchmark needs {count}.")
     # the embedded tokenizer's eos is its end of turn, <|im_end|>; no MNLI or NQ row comes near 16k tokens
-    return data.encode_for_training(task, examples, tokenizer, tokenizer.eos_token, max_seq_length=16384).rows
-
-
-def pad_batch(rows: list[dict[str, list[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:
-    """Rows padded on the right to the longest, loss on completion tokens only (what hand-written loops do)."""
-    width = max(len(row["input_ids"]) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids = torch.tensor(row["input_ids"])
-        input_ids[i, : len(ids)], attention[i, : len(ids)] = ids, 1
-        labels[i, : len(ids)] = torch.where(torch.tensor(row["completion_mask"]) == 1, ids, -100)
-    return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device), "labels": labels.to(device)}
+    return sft_rows(task, examples, tokenizer, end_of_turn=tokenizer.eos_token, max_seq_length=16384)
 
 
 # ---- figures ----
@@ -205,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if not torch.cuda.is_available():
         raise FasttuneError("The speed benchmark needs a CUDA GPU (torch.cuda.is_available()=False). Run "
-                            "`python -m fasttune.bench speed` on a machine with an NVIDIA GPU and "
+                            "`python benchmarks/speed.py` on a machine with an NVIDIA GPU and "
                             "`pip install 'fasttune[gpu]'`.")
     from transformers import AutoTokenizer
 
@@ -248,9 +233,6 @@ def main(argv: list[str] | None = None) -> dict:
         if folder is None:
             shutil.rmtree(model_dir, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
-    from fasttune.plots import plot_speed
-    from fasttune.tables import speed_table
-
     plot_speed(summary["results"], out / "speed.png", title=f"LoRA r=16 training on {summary['gpu']}")
     console.print(speed_table(summary))
     console.print(f"Results in {out}/ (speed.json, speed.png)")
@@ -294,7 +276,7 @@ def _run_worker(stack: str, model_dir: Path, work: Path, out: Path, args: argpar
     spec_path.write_text(json.dumps(spec))
     Path(spec["result"]).unlink(missing_ok=True)
     try:
-        finished = subprocess.run([sys.executable, "-m", "fasttune.speed", "worker", str(spec_path)],
+        finished = subprocess.run([sys.executable, str(WORKER), str(spec_path)],
                                   capture_output=True, text=True, timeout=args.worker_timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.worker_timeout} s"}
@@ -306,222 +288,62 @@ def _run_worker(stack: str, model_dir: Path, work: Path, out: Path, args: argpar
     return measured
 
 
-# ---- the worker: one stack, one model, one workload, in its own process ----
+# ---- the table and the plot ----
 
-def _worker(spec_path: str) -> None:
-    from fasttune import memory
+def speed_table(summary: dict):
+    """One row per model, data and stack of a speed benchmark: throughput, memory, MFU, and fasttune's lead."""
+    from rich.table import Table
 
-    spec = json.loads(Path(spec_path).read_text())
-    stack = spec["stack"]
-    memory.limit_memory(spec["memory_limit_gib"])  # before any weights are on the GPU
-    if stack == "hf-peft":
-        model, pad_id = _hf_peft_model(spec)
-    elif stack == "fasttune":
-        model, pad_id = _fasttune_model(spec)
-    else:
-        model, pad_id = _unsloth_model(spec)
-    measurements = {}
-    for kind, rows_path in spec["rows"].items():
-        rows = json.loads(Path(rows_path).read_text())
-        shared_lora_init(model.model if stack == "fasttune" else model, spec["seed"])
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        try:
-            if stack in ("unsloth-padded", "hf-peft"):
-                measurement = plain_loop(model, rows, spec, pad_id)
-            else:
-                trainer = (fasttune_trainer(model, rows, spec) if stack == "fasttune"
-                           else _notebook_trainer(model, rows, spec))
-                measurement = timed_trainer_run(trainer)
-                del trainer
-        except torch.OutOfMemoryError as error:
-            measurement = {"error": f"out of GPU memory: {str(error)[:200]}"}
-        measurement["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
-        measurements[kind] = measurement
-        Path(spec["result"]).write_text(json.dumps(measurements))
-        if stack == "fasttune" and spec["profile_dir"]:
-            prefix = Path(spec["profile_dir"], f"profile-{Path(spec['model_dir']).name}-{kind}")
-            profile_steps(model, rows, spec, prefix)
+    cap = summary.get("memory_limit_gib")
+    table = Table(title=f"training speed | {summary['gpu']} | matmul peak {summary['matmul_peak_tflops']:.0f} "
+                        f"TFLOP/s | loss tolerance {100 * summary['loss_tolerance']:.0f}%"
+                        + (f" | memory cap {cap:g} GiB a stack" if cap else ""))
+    for column, justify in (("model", "left"), ("data", "left"), ("stack", "left"), ("tok/s", "right"),
+                            ("s/step", "right"), ("peak GiB", "right"), ("MFU", "right"),
+                            ("fasttune x", "right"), ("loss vs fasttune", "right")):
+        table.add_column(column, justify=justify)
+    for row in summary["results"]:
+        if "error" in row:
+            table.add_row(row["model"], row["data"], row["stack"], "failed", "", "", "", "", row["error"][:60])
+            continue
+        speedup = f"{row['fasttune_speedup']:.2f}" if "fasttune_speedup" in row else ""
+        agreement = (f"{100 * row['loss_max_rel_diff']:.2f}% {'ok' if row['loss_agrees'] else 'DIFFERS'}"
+                     if "loss_max_rel_diff" in row else "")
+        table.add_row(row["model"], row["data"], row["stack"], f"{row['tokens_per_second']:,.0f}",
+                      f"{row['seconds_per_step']:.3f}", f"{row['peak_memory_gib']:.1f}",
+                      f"{100 * row['mfu']:.1f}%", speedup, agreement)
+    return table
 
 
-def shared_lora_init(model, seed: int) -> None:
-    """The same LoRA starting point in every stack: A uniform in +-1/sqrt(fan-in), drawn from a generator seeded by
-    the layer's name; B zero."""
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_A" in name:
-                key = name[name.find("layers."):]
-                generator = torch.Generator().manual_seed(seed + zlib.crc32(key.encode()))
-                bound = parameter.shape[1] ** -0.5
-                parameter.copy_((torch.rand(parameter.shape, generator=generator) * 2 - 1) * bound)
-            elif "lora_B" in name:
-                parameter.zero_()
+def plot_speed(results: list[dict], path: Path, title: str) -> Path:
+    """Tokens/s and peak memory of every stack, grouped by model and data (drawn without pyplot, so no backend of
+    the process is touched)."""
+    from matplotlib.figure import Figure
+
+    groups = list(dict.fromkeys((r["model"], r["data"]) for r in results))
+    stacks = list(dict.fromkeys(r["stack"] for r in results))
+    found = {(r["model"], r["data"], r["stack"]): r for r in results if "tokens_per_second" in r}
+    figure = Figure(figsize=(max(6, 1.4 * len(groups) + 2), 7))
+    axes = figure.subplots(2, 1, sharex=True)
+    width = 0.8 / max(1, len(stacks))
+    for i, stack in enumerate(stacks):
+        positions = [g + (i - (len(stacks) - 1) / 2) * width for g in range(len(groups))]
+        for axis, key, scale in ((axes[0], "tokens_per_second", 1e-3), (axes[1], "peak_memory_gib", 1)):
+            values = [found[(*group, stack)][key] * scale if (*group, stack) in found else 0 for group in groups]
+            axis.bar(positions, values, width, label=stack)
+    axes[0].set(ylabel="non-padding tokens/s (thousands)", title=title)
+    axes[1].set(ylabel="peak GPU memory (GiB)")
+    axes[1].set_xticks(range(len(groups)), [f"{model}\n{kind}" for model, kind in groups], fontsize=8)
+    axes[0].legend(fontsize=8)
+    for axis in axes:
+        axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
 
 
-def plain_loop(model, rows: list[dict], spec: dict, pad_id: int) -> dict:
-    """A hand-written training loop: padded batches of `rows_per_step`, AdamW, linear warmup and decay, gradients
-    clipped at norm 1."""
-    import transformers
-
-    device = next(model.parameters()).device
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=spec["lr"], weight_decay=WEIGHT_DECAY, fused=device.type == "cuda")
-    schedule = transformers.get_linear_schedule_with_warmup(optimizer, spec["warmup_lr_steps"], spec["steps"])
-    model.train()
-    per_step = spec["rows_per_step"]
-    losses, ends, start = [], [], _now()
-    for step in range(spec["steps"]):
-        batch = pad_batch(rows[step * per_step: (step + 1) * per_step], pad_id, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):  # as Trainer's bf16
-            loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)  # Trainer's default max_grad_norm
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        ends.append(_now())
-    return {"losses": losses, "step_ends": ends, "start": start}
-
-
-def _now() -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
-def timed_trainer_run(trainer, same_order: bool = True) -> dict:
-    """Per-step end times and losses of a trainer's run; with `same_order` the rows are taken in dataset order."""
-    import transformers
-
-    ends = []
-
-    class StepClock(transformers.TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            ends.append(_now())
-
-    trainer.add_callback(StepClock())
-    if same_order:
-        trainer.args.train_sampling_strategy = "sequential"  # every stack takes the rows in the same order
-    start = _now()
-    trainer.train()
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    notes = {"padding_free": bool(getattr(trainer.args, "padding_free", False)),
-             "gradient_checkpointing": trainer.args.gradient_checkpointing,
-             "micro_batch": trainer.args.per_device_train_batch_size,
-             "accumulation": trainer.args.gradient_accumulation_steps}
-    return {"losses": losses, "step_ends": ends, "start": start, "notes": notes}
-
-
-def _fasttune_model(spec: dict):
-    from fasttune import backend
-
-    model = backend.load(spec["model_dir"], max_seq_length=8192, max_memory_gib=spec["memory_limit_gib"])
-    rows = [row for path in spec["rows"].values() for row in json.loads(Path(path).read_text())]
-    add_fasttune_lora(model, rows, spec)
-    return model, model.tokenizer.pad_token_id
-
-
-def add_fasttune_lora(model, rows: list[dict], spec: dict) -> None:
-    """LoRA on the model as fasttune's train() attaches it: gradient checkpointing decided from the longest of
-    `rows` and the free memory (within the model's cap), the choice kept in `spec` for the trainer."""
-    from fasttune import backend, configs, plan
-
-    spec["gradient_checkpointing"] = plan.plan(model, rows, configs.TrainConfig()).gradient_checkpointing
-    backend.add_lora(model, r=16, alpha=16, dropout=0.0, target_modules=configs.ALL_LINEAR, seed=spec["seed"],
-                     gradient_checkpointing=spec["gradient_checkpointing"])
-
-
-def fasttune_trainer(model, rows: list[dict], spec: dict):
-    from fasttune import configs, trainers
-
-    config = configs.TrainConfig(
-        max_steps=spec["steps"], batch_size=spec["rows_per_step"], learning_rate=spec["lr"],
-        padding_free=spec.get("padding_free"), gradient_checkpointing=spec.get("gradient_checkpointing"),
-        warmup_ratio=(spec["warmup_lr_steps"] - 0.5) / spec["steps"],  # transformers takes ceil(ratio * steps)
-        weight_decay=WEIGHT_DECAY, logging_steps=1, seed=spec["seed"], save_steps=None,  # no checkpoint in timing
-        output_dir=spec["work"])
-    return trainers.sft_trainer(model, rows, config, Path(spec["work"]))
-
-
-def profile_steps(model, rows: list[dict], spec: dict, prefix: Path, top: int = 25) -> None:
-    """Profile the second step of a short fasttune run, padding-free and padded, and write its wall time and the
-    top operations by total and by self GPU time to `<prefix>-padding-free.txt` and `<prefix>-padded.txt`."""
-    import transformers
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-
-    class OneStep(transformers.TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            if state.global_step == 1:
-                self.profiler = profile(activities=activities)
-                self.start = _now()
-                self.profiler.__enter__()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 2:
-                self.seconds = _now() - self.start
-                self.profiler.__exit__(None, None, None)
-
-    for padding_free, name in ((True, "padding-free"), (False, "padded")):
-        shared_lora_init(model.model, spec["seed"])
-        trainer = fasttune_trainer(model, rows, {**spec, "steps": 2, "warmup_lr_steps": 1,
-                                                 "padding_free": padding_free, "work": spec["work"] + "-profile"})
-        trainer.args.train_sampling_strategy = "sequential"
-        step = OneStep()
-        trainer.add_callback(step)
-        trainer.train()
-        events = step.profiler.key_averages()
-        Path(f"{prefix}-{name}.txt").write_text(
-            f"fasttune, {name} batches: step 2 of {prefix.name} ({spec['rows_per_step']} rows), "
-            f"{step.seconds:.3f} s under torch.profiler\n\nTop {top} by total GPU time\n"
-            f"{events.table(sort_by='cuda_time_total', row_limit=top)}\n\nTop {top} by self GPU time\n"
-            f"{events.table(sort_by='self_cuda_time_total', row_limit=top)}\n")
-        del trainer
-
-
-def _unsloth_model(spec: dict):
-    import unsloth  # noqa: F401  (before transformers, as its notebooks do)
-    from unsloth import FastLanguageModel
-
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=spec["model_dir"], max_seq_length=8192, load_in_4bit=True, dtype=None, local_files_only=True)
-    model = FastLanguageModel.get_peft_model(
-        model, r=16, target_modules=PROJECTIONS, lora_alpha=16, lora_dropout=0, bias="none",
-        use_gradient_checkpointing="unsloth", random_state=spec["seed"])
-    model._speed_tokenizer = tokenizer
-    return model, tokenizer.pad_token_id
-
-
-def _notebook_trainer(model, rows: list[dict], spec: dict):
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    return SFTTrainer(
-        model=model, processing_class=model._speed_tokenizer, train_dataset=Dataset.from_list(rows),
-        args=SFTConfig(per_device_train_batch_size=2, gradient_accumulation_steps=4, warmup_steps=spec["warmup_lr_steps"],
-                       max_steps=spec["steps"], learning_rate=spec["lr"], logging_steps=1, optim="adamw_8bit",
-                       weight_decay=WEIGHT_DECAY, lr_scheduler_type="linear", seed=spec["seed"],
-                       output_dir=spec["work"], report_to="none", completion_only_loss=True,
-                       max_length=None, dataset_num_proc=None, save_strategy="no"))
-
-
-def _hf_peft_model(spec: dict):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                      bnb_4bit_compute_dtype=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], quantization_config=quantization,
-                                                 dtype=torch.bfloat16, device_map={"": 0}, attn_implementation="sdpa")
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=PROJECTIONS,
-                                             task_type="CAUSAL_LM"))
-    return model, AutoTokenizer.from_pretrained(spec["model_dir"]).pad_token_id
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _worker(sys.argv[2])
+if __name__ == "__main__":
+    try:
+        main()
+    except FasttuneError as error:
+        sys.exit(str(error))
