@@ -53,7 +53,7 @@ def evaluate(model: Model | Engine | str | Path, task: Task, split: str = "test"
     config = config or EvalConfig(split=split, limit=limit)
     engine = engine_for(model)
     examples = task.load(config.split)[: config.limit]
-    has_choices = task.choices(examples[0]) is not None
+    has_choices = task.kind == "choices"
     use_loglik = config.engine == "loglik" or (config.engine == "auto" and has_choices)
     if use_loglik and not has_choices:
         raise FasttuneError(f"Task '{task.name}' has no choices, so it cannot be scored by log-likelihood "
@@ -100,7 +100,7 @@ def generate(model: Model, prompts: list[list[int]], *, max_new_tokens: int, bat
 def score_outputs(task: Task, examples: list[dict], outputs: list[str], *, model_name: str, engine: str,
                   seconds: float, config: EvalConfig, truncated: list[bool] | None = None) -> Report:
     """The Report of model (or baseline) `outputs` on `examples`: parse, score each, aggregate, bootstrap."""
-    predictions = [task.parse(text, example) for text, example in zip(outputs, examples, strict=True)]
+    predictions = [task.parse_answer(text, example) for text, example in zip(outputs, examples, strict=True)]
     references = [task.answer(example) for example in examples]
     records, per_example = [], []
     for example, output, prediction, reference in zip(examples, outputs, predictions, references, strict=True):

@@ -1,7 +1,7 @@
 """The task as judge: per-sample scores of model outputs, and sampling k judged answers per prompt (the data of
 DPO, ORPO, KTO and RFT; GRPO's rewards).
 
-A sampled completion scores what the task's per-example metric gives its parsed answer (`Task.parse`, then
+A sampled completion scores what the task's per-example metric gives its parsed answer (`Task.parse_answer`, then
 `score`, primary metric); an answer that does not parse scores as wrong.
 """
 
@@ -69,7 +69,7 @@ class Judged:
 
 def judge(task: Task, example: Example, text: str) -> Judged:
     """The task's per-example primary score of a model output (0 for the metric when nothing parses)."""
-    answer = task.parse(text, example)
+    answer = task.parse_answer(text, example)
     return Judged(text, answer, task.score(answer, task.answer(example))[task.primary_metric])
 
 

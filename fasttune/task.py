@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from fasttune.errors import FasttuneError
+from fasttune.reading import first_repeat
 
 Example = dict[str, Any]
 Messages = list[dict[str, str]]
@@ -25,15 +26,19 @@ class Sample:
 class Task:
     """Base class of every task.
 
-    A subclass sets `name`, `VERSION` and `splits`, and implements `read` (or `load`), `format`, `answer` and
-    `parse_answer`. Closed-label tasks also implement `choices`; tasks with categories implement `categories`.
+    A subclass sets `name`, `VERSION`, `splits` and `kind`, and implements `read` (or `load`), `format`, `answer`
+    and `parse_answer(text, example)`. Tasks of kind "choices" also implement `choices`; tasks with categories
+    implement `categories`. `read` goes through `fasttune.reading`, declaring the fields of its rows.
     `parse_answer` never raises on model output: it returns None, which scores as wrong and is counted.
-    Evaluation keeps three steps apart: `parse` (extraction), `score` (one example), `aggregate` (a whole split).
+    Evaluation keeps three steps apart: `parse_answer` (extraction), `score` (one example), `aggregate` (a split).
     """
 
     name: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    kind: ClassVar[Literal["choices", "generation"]] = "generation"
+    """How answers are produced: "choices" scores the log-likelihood of each of `choices(example)`, "generation"
+    parses generated text (lm-eval's output_type)."""
     primary_metric: ClassVar[str] = "accuracy"
     max_new_tokens: ClassVar[int] = 16
     hub_id: ClassVar[str | None] = None
@@ -41,6 +46,22 @@ class Task:
     """Folder under $FASTTUNE_DATA (or a bench's --data root) holding the task's files; default: the task's name."""
     test_split: ClassVar[str | None] = "test"
     """The held-out split: training on it, or on rows that repeat it, is refused."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        parameters = inspect.signature(cls.parse_answer).parameters.values()
+        problems = [f"kind is {cls.kind!r}, expected 'choices' or 'generation'"] if cls.kind not in (
+            "choices", "generation") else []
+        if len(parameters) < 3 and not any(p.kind is p.VAR_POSITIONAL for p in parameters):
+            problems.append("parse_answer takes no example; define parse_answer(self, text, example)")
+        if "parse" in vars(cls):
+            problems.append("it defines parse(text, example); the one parse hook is parse_answer(text, example)")
+        if cls.kind == "choices" and cls.choices is Task.choices:
+            problems.append("kind is 'choices' but it defines no choices(example)")
+        if cls.kind == "generation" and cls.choices is not Task.choices:
+            problems.append("it defines choices(example) but kind is 'generation'; set kind = 'choices'")
+        if problems:
+            raise FasttuneError(f"Task class {cls.__name__}: {'; '.join(problems)}.")
 
     def __init__(self, data_dir: str | os.PathLike | None = None):
         self.data_dir = Path(data_dir) if data_dir is not None else _default_data_dir(self.data_folder or self.name)
@@ -83,16 +104,12 @@ class Task:
         """The gold answer of an example, in the form `parse_answer` returns."""
         raise NotImplementedError
 
-    def parse_answer(self, text: str) -> Any | None:
-        """The answer stated in model output `text`, or None when there is none."""
+    def parse_answer(self, text: str, example: Example) -> Any | None:
+        """The answer model output `text` states for `example` (most tasks ignore the example), or None."""
         raise NotImplementedError
 
-    def parse(self, text: str, example: Example) -> Any | None:
-        """The answer in `text` for `example`; tasks whose parsing depends on the example override this."""
-        return self.parse_answer(text)
-
     def choices(self, example: Example) -> list[str] | None:
-        """Candidate completions for log-likelihood scoring; None for open-ended tasks."""
+        """Candidate completions for log-likelihood scoring (tasks of kind "choices"); None for the others."""
         return None
 
     def has_closed_answer(self, example: Example) -> bool:
@@ -136,7 +153,7 @@ class Task:
     def check(self, example: Example) -> None:
         """Fail when the gold completion of `example` does not parse back to its gold answer (or, when the gold
         answer is a tuple of references, to one of them)."""
-        parsed, gold = self.parse(self.format(example).completion, example), self.answer(example)
+        parsed, gold = self.parse_answer(self.format(example).completion, example), self.answer(example)
         if parsed != gold and not (isinstance(gold, tuple) and parsed in gold):
             raise FasttuneError(f"Task '{self.name}' can never be right: parse_answer(gold completion) gave "
                                 f"{parsed!r}, expected {self.answer(example)!r} (example id={example['id']}).")
@@ -153,54 +170,15 @@ def _default_data_dir(name: str) -> Path | None:
 
 def _check_unique_ids(examples: list[Example], task: str, split: str, data_dir: Path | None) -> None:
     where = f"Task '{task}', split '{split}'" + (f" ({data_dir})" if data_dir is not None else "")
-    seen: dict[Any, int] = {}
     for row, example in enumerate(examples, start=1):
         if "id" not in example:
             raise FasttuneError(f"{where}, row {row}: missing field 'id'. Give every example a unique 'id'.")
-        if example["id"] in seen:
-            raise FasttuneError(f"{where}: duplicate id in rows {seen[example['id']]} and {row} "
-                                f"(id={example['id']!r}). Ids must be unique within a split.")
-        seen[example["id"]] = row
+        if not isinstance(example["id"], (str, int)):
+            raise FasttuneError(f"{where}, row {row}: field 'id' should be str or int, got "
+                                f"{type(example['id']).__name__} (id={example['id']!r}).")
+    repeat = first_repeat(example["id"] for example in examples)
+    if repeat:
+        first, second = repeat
+        raise FasttuneError(f"{where}: duplicate id in rows {first + 1} and {second + 1} "
+                            f"(id={examples[second]['id']!r}). Ids must be unique within a split.")
 
-
-Fields = tuple[str, ...] | dict[str, type | tuple[type, ...]]
-
-
-def read_jsonl(path: Path, required: Fields = ()) -> list[Example]:
-    """Rows of a JSONL file; a bad line, a missing field or a field of the wrong type is an error naming the file,
-    line and field, and so is a file with no rows.
-
-    `required` lists field names, or maps them to the type(s) their values must have.
-    """
-    if not path.exists():
-        raise FasttuneError(f"Data file not found: {path}.")
-    rows = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as error:
-                raise FasttuneError(f"{path}, line {number}: not UTF-8 ({error}).") from None
-            except json.JSONDecodeError as error:
-                raise FasttuneError(f"{path}, line {number}: malformed JSON ({error.msg}).") from None
-            if not isinstance(row, dict):
-                raise FasttuneError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}.")
-            require_fields(row, required, f"{path}, line {number}")
-            rows.append(row)
-    if not rows:
-        raise FasttuneError(f"{path}: no rows (an empty split). Fill the file or point data_dir at the right folder.")
-    return rows
-
-
-def require_fields(row: Example, fields: Fields, where: str) -> None:
-    """Raise naming `where` and the field when `row` lacks one of `fields` or (for a dict) has a wrong type."""
-    for field_name in fields:
-        if field_name not in row:
-            raise FasttuneError(f"{where}: missing field '{field_name}'.")
-        expected = fields[field_name] if isinstance(fields, dict) else object
-        if not isinstance(row[field_name], expected) or (isinstance(row[field_name], bool) and expected is int):
-            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-            raise FasttuneError(f"{where}: field '{field_name}' should be {names}, got "
-                                f"{type(row[field_name]).__name__} ({field_name}={row[field_name]!r}).")

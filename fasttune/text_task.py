@@ -17,7 +17,7 @@ class GenerationTask(Task):
     primary_metric = "rougeL"
     max_new_tokens = 64
 
-    def parse_answer(self, text):
+    def parse_answer(self, text, example):
         return text.strip() or None if isinstance(text, str) else None
 
     def score(self, prediction, reference):

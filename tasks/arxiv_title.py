@@ -7,14 +7,13 @@ so the two abstracts that occur twice stay in one split. Correct: the title; BLE
 sentence) and ROUGE-1/2/L F (rouge-score, stemmer on).
 """
 
-import csv
-
-from fasttune.errors import FasttuneError
+from fasttune.reading import TEXT, read_csv
 from fasttune.splits import bucket
 from fasttune.task import Sample
 from fasttune.text_task import GenerationTask
 
 SPLIT_OF_BUCKET = [(10, "test"), (20, "validation"), (100, "train")]
+FIELDS = {"id": TEXT, "title": TEXT, "abstract": TEXT}
 
 
 class ArxivTitle(GenerationTask):
@@ -25,17 +24,8 @@ class ArxivTitle(GenerationTask):
     data_folder = "arxiv"
 
     def read(self, data_dir, split):
-        path = data_dir / "arxiv_metadata_first2000.csv"
-        try:
-            with open(path, encoding="utf-8", newline="") as handle:
-                rows = list(csv.DictReader(handle))
-        except (OSError, UnicodeDecodeError, csv.Error) as error:
-            raise FasttuneError(f"Cannot read {path}: {error}.") from None
         examples = []
-        for number, row in enumerate(rows, start=2):  # line 1 is the header
-            for column in ("id", "title", "abstract"):
-                if not (row.get(column) or "").strip():
-                    raise FasttuneError(f"{path}, row {number}: field '{column}' is missing or empty.")
+        for _, row in read_csv(data_dir / "arxiv_metadata_first2000.csv", FIELDS):
             abstract = " ".join(row["abstract"].split())
             if next(name for limit, name in SPLIT_OF_BUCKET if bucket(abstract) < limit) == split:
                 examples.append({"id": row["id"], "title": " ".join(row["title"].split()), "abstract": abstract})

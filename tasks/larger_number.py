@@ -17,6 +17,7 @@ class LargerNumber(Task):
     name = "larger_number"
     VERSION = 1
     splits = tuple(SIZES)
+    kind = "choices"
     max_new_tokens = 8
 
     def __init__(self, data_dir=None, low: int = 10, high: int = 999):
@@ -43,7 +44,7 @@ class LargerNumber(Task):
     def answer(self, example):
         return max(example["a"], example["b"])
 
-    def parse_answer(self, text):
+    def parse_answer(self, text, example):
         return first_integer(text)
 
     def choices(self, example):

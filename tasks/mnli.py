@@ -6,42 +6,29 @@ which serves as "test". Scored by the log-likelihood of the three words; metrics
 gold label (accuracy among the examples with that label).
 """
 
-import json
-
-from fasttune.errors import FasttuneError
 from fasttune.parsing import first_label
-from fasttune.task import Sample, Task, read_jsonl, require_fields
+from fasttune.reading import TEXT, Field, read_json, read_jsonl
+from fasttune.task import Sample, Task
 
 LABELS = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
+TRAIN_FIELDS = {"text_a": TEXT, "text_b": TEXT, "label": Field(labels=LABELS)}
+TEST_FIELDS = {"premise": TEXT, "hypothesis": TEXT, "label": Field(labels=LABELS)}
 
 
 class MNLI(Task):
     name = "mnli"
     VERSION = 1
     splits = ("train", "test")
+    kind = "choices"
     max_new_tokens = 4
 
     def read(self, data_dir, split):
         if split == "train":
-            path = data_dir / "train_subset_8999.json"
-            try:
-                table = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise FasttuneError(f"Cannot read {path}: {error}.") from None
-            rows = []
-            for key, row in table.items():
-                require_fields(row, ("text_a", "text_b", "label"), f"{path}, entry {key!r}")
-                rows.append({"id": f"train-{key}", "premise": row["text_a"], "hypothesis": row["text_b"],
-                             "label": row["label"]})
-        else:
-            path = data_dir / "dev_matched.jsonl"
-            rows = [{**row, "id": f"test-{number}"} for number, row in
-                    enumerate(read_jsonl(path, required=("premise", "hypothesis", "label")), start=1)]
-        for row in rows:
-            if row["label"] not in LABELS:
-                raise FasttuneError(f"{path}, row {row['id']}: field 'label' is {row['label']!r}, "
-                                    f"expected one of {sorted(LABELS)}.")
-        return rows
+            return [{"id": f"train-{place.key}", "premise": row["text_a"], "hypothesis": row["text_b"],
+                     "label": row["label"]}
+                    for place, row in read_json(data_dir / "train_subset_8999.json", TRAIN_FIELDS, dict)]
+        rows = read_jsonl(data_dir / "dev_matched.jsonl", TEST_FIELDS)
+        return [{**row, "id": f"test-{place.row}"} for place, row in rows]
 
     def format(self, example):
         question = (f"Premise: {example['premise']}\nHypothesis: {example['hypothesis']}\n"
@@ -51,7 +38,7 @@ class MNLI(Task):
     def answer(self, example):
         return LABELS[example["label"]]
 
-    def parse_answer(self, text):
+    def parse_answer(self, text, example):
         return first_label(text, ("yes", "maybe", "no"))
 
     def choices(self, example):

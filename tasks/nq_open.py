@@ -10,15 +10,16 @@ gold answer occurs in the normalised reply, the SubEM definition: "... so the an
 metrics `em` (exact match) and `f1` (token F1) on the reply's FIRST LINE, the short phrase the prompt asks for.
 """
 
-import gzip
-import json
-
 from fasttune import metrics
-from fasttune.errors import FasttuneError
+from fasttune.reading import TEXT, Field, read_jsonl
 from fasttune.splits import bucket
-from fasttune.task import Sample, Task, require_fields
+from fasttune.task import Sample, Task
 
 TEST_BUCKETS = 20  # of 100
+ANSWERS = Field(list, items=TEXT)
+FIELDS = {"question": TEXT, "answer": ANSWERS}
+ORACLE_FIELDS = {"question": TEXT, "answers": ANSWERS,
+                 "ctxs": Field(list, items=Field(dict, fields={"title": TEXT, "text": TEXT}))}
 
 
 class NQOpen(Task):
@@ -32,30 +33,15 @@ class NQOpen(Task):
 
     def read(self, data_dir, split):
         if self.passage:
-            path, answers = data_dir / "nq-open-oracle.jsonl.gz", "answers"
-            opener = gzip.open
+            records = read_jsonl(data_dir / "nq-open-oracle.jsonl.gz", ORACLE_FIELDS)
         else:
-            path, answers = data_dir / "NQ-open.dev.jsonl", "answer"
-            opener = open
-        if not path.exists():
-            raise FasttuneError(f"Data file not found: {path}.")
+            records = read_jsonl(data_dir / "NQ-open.dev.jsonl", FIELDS)
         examples = []
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                where = f"{path}, line {number}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise FasttuneError(f"{where}: malformed JSON ({error.msg}).") from None
-                require_fields(row, ("question", answers) + (("ctxs",) if self.passage else ()), where)
-                if not row[answers] or not all(isinstance(a, str) for a in row[answers]):
-                    raise FasttuneError(f"{where}: field '{answers}' must be a non-empty list of strings.")
-                if (bucket(row["question"]) < TEST_BUCKETS) != (split == "test"):
-                    continue
-                example = {"id": f"nq-{number}", "question": row["question"], "answers": row[answers]}
-                if self.passage:
-                    example["passage"] = row["ctxs"][0]
-                examples.append(example)
+        for place, row in records:
+            if (bucket(row["question"]) < TEST_BUCKETS) == (split == "test"):
+                example = {"id": f"nq-{place.row}", "question": row["question"],
+                           "answers": row["answers" if self.passage else "answer"]}
+                examples.append({**example, "passage": row["ctxs"][0]} if self.passage else example)
         return examples
 
     def format(self, example):
@@ -71,7 +57,7 @@ class NQOpen(Task):
     def answer(self, example):
         return tuple(example["answers"])
 
-    def parse_answer(self, text):
+    def parse_answer(self, text, example):
         """The whole stripped reply (its first line is what `em` and `f1` score), or None when empty."""
         return text.strip() or None if isinstance(text, str) else None
 

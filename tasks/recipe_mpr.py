@@ -8,40 +8,39 @@ queries with none are "Plain"). `embedding_baseline` is the study's non-LLM base
 all-MiniLM-L6-v2 embedding is closest (cosine) to the query's.
 """
 
-import json
 import random
 
 from fasttune import metrics
-from fasttune.errors import FasttuneError
 from fasttune.parsing import option_letter
-from fasttune.task import Sample, Task, require_fields
+from fasttune.reading import TEXT, Field, check_unique, read_json
+from fasttune.task import Sample, Task
 
 LETTERS = "ABCDE"
 SPLITS = {"train": (0, 300), "validation": (300, 400), "test": (400, 500)}
+FIELDS = {"query": TEXT, "query_type": Field(dict, items=Field(int, labels=(0, 1)), nonempty=False),
+          "options": Field(dict, items=TEXT, size=len(LETTERS), distinct=True), "answer": TEXT}
 
 
 class RecipeMPR(Task):
     name = "recipe_mpr"
     VERSION = 1
     splits = tuple(SPLITS)
+    kind = "choices"
     max_new_tokens = 8
 
     def read(self, data_dir, split):
-        path = data_dir / "500QA.json"
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise FasttuneError(f"Cannot read {path}: {error}.") from None
-        order = list(range(len(rows)))
+        records = read_json(data_dir / "500QA.json", FIELDS)
+        for place, row in records:
+            if row["answer"] not in row["options"]:
+                raise place.error(f"field 'answer' is {row['answer']!r}, not one of the ids in field 'options' "
+                                  f"({', '.join(row['options'])}). Name the correct option's id.")
+        check_unique(records, "query")  # the split is over queries: a repeated one could land in train and test
+        order = list(range(len(records)))
         random.Random("recipe_mpr/split").shuffle(order)
         start, stop = SPLITS[split]
         examples = []
         for index in order[start:stop]:
-            row, where = rows[index], f"{path}, item {index}"
-            require_fields(row, {"query": str, "query_type": dict, "options": dict, "answer": str}, where)
-            if len(row["options"]) != len(LETTERS) or row["answer"] not in row["options"]:
-                raise FasttuneError(f"{where}: field 'options' must hold 5 options including 'answer' "
-                                    f"({row['answer']!r}).")
+            row = records[index].row
             option_ids = sorted(row["options"])
             random.Random(f"recipe_mpr/options/{index}").shuffle(option_ids)
             examples.append({"id": index, "query": row["query"], "options": [row["options"][o] for o in option_ids],
@@ -58,7 +57,7 @@ class RecipeMPR(Task):
     def answer(self, example):
         return example["gold"]
 
-    def parse_answer(self, text):
+    def parse_answer(self, text, example):
         return option_letter(text, LETTERS)
 
     def choices(self, example):

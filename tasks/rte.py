@@ -5,30 +5,25 @@ Data: SuperGLUE-format JSONL (premise, hypothesis, label entailment|not_entailme
 public, so it serves as "test"). Correct = "yes" for entailment, "no" otherwise.
 """
 
-from fasttune.errors import FasttuneError
 from fasttune.parsing import first_label
-from fasttune.task import Sample, Task, read_jsonl
+from fasttune.reading import TEXT, Field, read_jsonl
+from fasttune.task import Sample, Task
 
 FILES = {"train": "train.jsonl", "test": "val.jsonl"}
 LABELS = {"entailment": "yes", "not_entailment": "no"}
+FIELDS = {"premise": TEXT, "hypothesis": TEXT, "label": Field(labels=LABELS), "idx": Field(int)}
 
 
 class RTE(Task):
     name = "rte"
     VERSION = 1
     splits = tuple(FILES)
+    kind = "choices"
     max_new_tokens = 4
     hub_id = "aps/super_glue"
 
     def read(self, data_dir, split):
-        path = data_dir / FILES[split]
-        rows = read_jsonl(path, required={"premise": str, "hypothesis": str, "label": str, "idx": int})
-        for number, row in enumerate(rows, start=1):
-            if row["label"] not in LABELS:
-                raise FasttuneError(f"{path}, row {number}: field 'label' is {row['label']!r}, "
-                                    f"expected one of {sorted(LABELS)}.")
-            row["id"] = f"{split}-{row['idx']}"
-        return rows
+        return [{**row, "id": f"{split}-{row['idx']}"} for _, row in read_jsonl(data_dir / FILES[split], FIELDS)]
 
     def read_hub(self, split):
         from datasets import load_dataset
@@ -45,7 +40,7 @@ class RTE(Task):
     def answer(self, example):
         return LABELS[example["label"]]
 
-    def parse_answer(self, text):
+    def parse_answer(self, text, example):
         return first_label(text, ("yes", "no"))
 
     def choices(self, example):

@@ -10,12 +10,15 @@ TLDR.
 
 import warnings
 
-from fasttune.errors import FasttuneError, FasttuneWarning
+from fasttune.errors import FasttuneWarning
 from fasttune.metrics import normalize_answer
-from fasttune.task import Sample, read_jsonl
+from fasttune.reading import TEXT, Field, read_jsonl
+from fasttune.task import Sample
 from fasttune.text_task import GenerationTask
 
 FILES = {"train": "scitldr_A_train.jsonl", "test": "scitldr_A_dev.jsonl"}
+FIELDS = {"source": Field(list, items=Field(nonempty=False)), "target": Field(list, items=TEXT), "paper_id": TEXT}
+"""One training abstract holds an empty sentence, so sentences may be empty; the abstract as a whole may not."""
 
 
 class SciTLDR(GenerationTask):
@@ -28,10 +31,12 @@ class SciTLDR(GenerationTask):
     def read(self, data_dir, split):
         path = data_dir / FILES[split]
         examples = []
-        for number, row in enumerate(read_jsonl(path, required=("source", "target", "paper_id")), start=1):
-            if not row["target"] or not all(isinstance(t, str) and t.strip() for t in row["target"]):
-                raise FasttuneError(f"{path}, row {number}: field 'target' must be a non-empty list of texts.")
-            examples.append({"id": row["paper_id"], "abstract": " ".join(row["source"]),
+        for place, row in read_jsonl(path, FIELDS):
+            abstract = " ".join(row["source"])
+            if not abstract.strip():
+                raise place.error(f"field 'source' holds no text (source={row['source']!r}). Give the abstract's "
+                                  "sentences, or leave the paper out.")
+            examples.append({"id": row["paper_id"], "abstract": abstract,
                              "references": [" ".join(t.split()) for t in row["target"]]})
         if split == "train":
             test = {normalize_answer(e["abstract"]) for e in self.read(data_dir, "test")}

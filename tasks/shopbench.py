@@ -24,19 +24,26 @@ index outside them is never gold, so it only takes a place among the first 3, as
 """
 
 import ast
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fasttune import metrics
 from fasttune.errors import FasttuneError
-from fasttune.task import Sample, Task, require_fields
+from fasttune.reading import TEXT, Field, Place, problem, read_rows, shown
+from fasttune.task import Sample, Task
 
-GOLD_TYPES = {"multiple-choice": int, "retrieval": list, "ranking": list, "named_entity_recognition": list,
-              "generation": (str, list)}
-METRICS = ("accuracy", "hit rate@3", "ndcg", "micro f1", "rougel", "bleu", "jp-bleu", "sent-transformer",
-           "multilingual-sent-transformer")
+GOLD = {"multiple-choice": Field(int), "retrieval": Field(list, items=Field(int)),
+        "ranking": Field(list, items=Field((int, float))), "named_entity_recognition": Field(list, items=TEXT),
+        "generation": Field((str, list), items=TEXT)}
+"""The gold answer (output_field) of each task type: an option index, the right indices, each listed product's
+relevance, the entities, the reference text(s)."""
+METRICS_OF_TYPE = {"multiple-choice": ("accuracy",), "retrieval": ("hit rate@3",), "ranking": ("ndcg",),
+                   "named_entity_recognition": ("micro f1",),
+                   "generation": ("rougel", "bleu", "jp-bleu", "sent-transformer", "multilingual-sent-transformer")}
+METRICS = tuple(metric for names in METRICS_OF_TYPE.values() for metric in names)
+FIELDS = {"input_field": TEXT, "output_field": Field((int, float, str, list)), "task_name": TEXT,
+          "task_type": Field(labels=GOLD), "metric": Field(labels=METRICS), "track": TEXT,
+          "is_multiple_choice": Field(bool, optional=True)}
 MULTILINGUAL = "paraphrase-multilingual-MiniLM-L12-v2"
 MAX_REPLY_CHARACTERS = 5000  # the kit's MAX_RESPONSE_CHARACTERS
 
@@ -62,12 +69,10 @@ class ShopBench(Task):
     def read(self, data_dir, split):
         files = sorted(p for p in data_dir.iterdir() if p.suffix in (".json", ".jsonl")) if data_dir.is_dir() \
             else [data_dir]
-        rows = []
-        for path in files:
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-                if line.strip():
-                    rows.append(_row(path, number, line))
-        return rows
+        if not files:
+            raise FasttuneError(f"No ShopBench files in {data_dir} (data_dir={data_dir}). Put the data in *.json or "
+                                "*.jsonl files there.")
+        return [_example(place, row) for path in files for place, row in read_rows(path, FIELDS)]
 
     def format(self, example):
         truth, kind = example["output_field"], example["task_type"]
@@ -82,7 +87,7 @@ class ShopBench(Task):
     def answer(self, example):
         return Gold(example["output_field"], example["metric"], example["task_name"], example["track"])
 
-    def parse(self, text, example):
+    def parse_answer(self, text, example):
         if not isinstance(text, str):
             return None
         text, kind = text[:MAX_REPLY_CHARACTERS].strip(), example["task_type"]
@@ -137,28 +142,22 @@ class ShopBench(Task):
                 "score": sum(row["score"] for row in scores) / len(scores)}
 
     def check(self, example):
-        best = self.score(self.parse(self.format(example).completion, example), self.answer(example))["score"]
+        best = self.score(self.parse_answer(self.format(example).completion, example), self.answer(example))["score"]
         if best < 1 - 1e-6:
             raise FasttuneError(f"Task '{self.name}' can never be right: the gold completion of example "
                                 f"id={example['id']} scores {best:.3f}, not 1.")
 
 
-def _row(path: Path, number: int, line: str) -> dict:
-    where = f"{path}, line {number}"
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise FasttuneError(f"{where}: malformed JSON ({error.msg}).") from None
-    require_fields(row, ("input_field", "output_field", "task_name", "task_type", "metric", "track"), where)
-    if row["task_type"] not in GOLD_TYPES:
-        raise FasttuneError(f"{where}: field 'task_type' is {row['task_type']!r}, expected one of "
-                            f"{', '.join(GOLD_TYPES)}.")
-    if row["metric"] not in METRICS:
-        raise FasttuneError(f"{where}: field 'metric' is {row['metric']!r}, expected one of {', '.join(METRICS)}.")
-    if not isinstance(row["output_field"], GOLD_TYPES[row["task_type"]]) or row["output_field"] in ([], ""):
-        raise FasttuneError(f"{where}: field 'output_field' is {row['output_field']!r}, which is not a gold answer "
-                            f"of a {row['task_type']} task.")
-    return {**row, "id": f"{path.name}:{number}"}
+def _example(place: Place, row: dict) -> dict:
+    kind, gold = row["task_type"], row["output_field"]
+    found = problem(gold, GOLD[kind], "output_field")
+    if found:
+        raise place.error(f"field 'output_field' is {shown(gold)}, not a gold answer of a {kind} task: "
+                          f"{found.text}.", shape=True)
+    if row["metric"] not in METRICS_OF_TYPE[kind]:
+        raise place.error(f"field 'metric' is {row['metric']!r}, which does not score a {kind} task (expected "
+                          f"{' or '.join(METRICS_OF_TYPE[kind])}).")
+    return {**row, "id": f"{place.path.name}:{place.key}"}
 
 
 def _integer(text: str) -> int | None:

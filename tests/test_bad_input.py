@@ -59,6 +59,7 @@ class ListTask(Task):
     """A task over rows given in code; `read` returns them, so Task.load's checks apply."""
 
     name = "list_task"
+    kind = "choices"
     test_split = None  # every split holds the same rows: no held-out split to protect
 
     def __init__(self, rows, data_dir):
@@ -74,7 +75,7 @@ class ListTask(Task):
     def answer(self, example):
         return example["answer"]
 
-    def parse_answer(self, text):
+    def parse_answer(self, text, example):
         return text.strip() or None
 
     def choices(self, example):

@@ -81,11 +81,8 @@ def test_grpo_rewards_are_the_tasks_score_and_an_optional_parse_reward():
 
 
 def test_sampled_answers_are_parsed_by_the_tasks_parse_hook_which_sees_the_example():
-    class ParsesByExample(type(TASK)):  # like ShopBench: only parse(text, example) is defined
-        def parse_answer(self, text):
-            raise NotImplementedError
-
-        def parse(self, text, example):
+    class ParsesByExample(type(TASK)):  # like ShopBench: the answer depends on the example
+        def parse_answer(self, text, example):
             return self.answer(example) if text == "the gold one" else None
 
     task = ParsesByExample()
@@ -107,7 +104,7 @@ def test_user_pairs_file_accepts_text_or_chat_prompts(tmp_path):
 @pytest.mark.parametrize(("row", "message"), [
     ({"prompt": "q", "chosen": "a"}, r"row 2 .*\n?.*missing field 'rejected'|line 2: missing field 'rejected'"),
     ({"prompt": "q", "chosen": "a", "rejected": ""}, r"row 2: field 'rejected' must be non-empty text"),
-    ({"prompt": 3, "chosen": "a", "rejected": "b"}, r"row 2: field 'prompt' must be text or a list"),
+    ({"prompt": 3, "chosen": "a", "rejected": "b"}, r"line 2: field 'prompt' should be str or list, got int"),
     ({"prompt": "q", "chosen": "a", "rejected": "a"}, r"row 2: 'chosen' and 'rejected' are the same text"),
 ])
 def test_bad_user_pairs_are_errors_naming_the_file_and_row(tmp_path, row, message):
@@ -126,7 +123,7 @@ def test_documents_come_from_blank_line_separated_text_or_a_jsonl_field(tmp_path
     (tmp_path / "a.txt").write_text("first doc\nline two\n\n\nsecond doc\n")
     assert read_documents(tmp_path / "a.txt") == ["first doc\nline two", "second doc"]
     (tmp_path / "a.jsonl").write_text('{"abstract": "x y"}\n{"abstract": 5}\n')
-    with pytest.raises(fasttune.FasttuneError, match=r"a.jsonl, row 2: field 'abstract' must be text"):
+    with pytest.raises(fasttune.FasttuneError, match=r"a.jsonl, line 2: field 'abstract' should be str, got int"):
         read_documents(tmp_path / "a.jsonl", "abstract")
 
 
@@ -164,7 +161,7 @@ class EvenCodeSum(LargerNumber):
     def answer(self, example):
         return True
 
-    def parse_answer(self, text):
+    def parse_answer(self, text, example):
         return sum(map(ord, text)) % 2 == 0
 
 

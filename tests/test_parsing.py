@@ -54,7 +54,7 @@ def test_every_builtin_parser_is_total_on_odd_replies_and_non_strings_are_unpars
     for task, example in _examples_of_every_builtin_task(data_root):
         seen.add(task.name)
         for reply in ODD_REPLIES:
-            parsed = task.parse(reply, example)  # must not raise
+            parsed = task.parse_answer(reply, example)  # must not raise
             task.score(parsed, task.answer(example))
             if not isinstance(reply, str):
                 assert parsed is None, (task.name, reply)

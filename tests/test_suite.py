@@ -17,8 +17,8 @@ def test_generation_report_counts_empty_and_truncated_outputs_and_bootstraps_cor
     report = score_outputs(task, examples, outputs, model_name="m", engine="generate", seconds=1.0,
                            config=EvalConfig(bootstrap_resamples=200), truncated=[False] * 4 + [True, False])
     assert (report.empty_outputs, report.truncated_outputs, report.parse_failures) == (1, 1, 1)
-    assert report.metrics["bleu"] == pytest.approx(task.metric([task.parse_answer(o) for o in outputs],
-                                                               [task.answer(e) for e in examples])["bleu"])
+    assert report.metrics["bleu"] == pytest.approx(task.metric(
+        [task.parse_answer(o, e) for o, e in zip(outputs, examples)], [task.answer(e) for e in examples])["bleu"])
     low, high = report.intervals["bleu"]
     assert low < report.metrics["bleu"] < high and report.predicted == {}
     assert "truncated outputs" in str(report) and "1 (17%)" in str(report)

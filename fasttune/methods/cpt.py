@@ -17,9 +17,10 @@ from datasets import Dataset
 from fasttune import backend, splits
 from fasttune.backend import Model
 from fasttune.configs import TrainConfig, TrainingData
-from fasttune.errors import FasttuneError, not_positive
+from fasttune.errors import not_positive
 from fasttune.plan import Plan
-from fasttune.task import Task, read_jsonl
+from fasttune.reading import read_documents
+from fasttune.task import Task
 from fasttune.trainers import trainer_arguments, with_progress
 
 EMBEDDINGS = ["embed_tokens", "lm_head"]
@@ -31,9 +32,10 @@ class CptConfig(TrainConfig):
 
     method: ClassVar[str] = "cpt"
     text_file: str | None = None
-    """A .txt file (documents separated by blank lines) or .jsonl file; default: the task's documents."""
+    """A text file (documents separated by blank lines) or a data file (.jsonl, .json, .csv, .parquet) of documents
+    in `text_field`; default: the task's documents."""
     text_field: str = "text"
-    """The JSONL field that holds a document."""
+    """The field (JSON key or CSV column) of a data file that holds a document."""
     block_size: int = 512
     """Tokens per packed training row; the last partial block is dropped and counted."""
     train_embeddings: bool = False
@@ -51,23 +53,6 @@ class CptConfig(TrainConfig):
     @property
     def modules_to_save(self) -> list[str] | None:
         return list(EMBEDDINGS) if self.train_embeddings else None
-
-
-def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
-    """Documents of a .txt file (split at blank lines) or of a JSONL file's `text_field`."""
-    path = Path(path)
-    if not path.exists():
-        raise FasttuneError(f"Text file not found (text_file={path}).")
-    if path.suffix == ".jsonl":
-        documents = []
-        for number, row in enumerate(read_jsonl(path, required=(text_field,)), start=1):
-            if not isinstance(row[text_field], str):
-                raise FasttuneError(f"{path}, row {number}: field '{text_field}' must be text, "
-                                    f"got {type(row[text_field]).__name__}.")
-            documents.append(row[text_field])
-    else:
-        documents = path.read_text(encoding="utf-8").split("\n\n")
-    return [document.strip() for document in documents if document.strip()]
 
 
 def pack(token_lists: list[list[int]], separator: int, block_size: int) -> tuple[list[list[int]], int]:

@@ -34,7 +34,7 @@ def format_reward(task: Task, examples: list[Example]) -> Callable[..., list[flo
     """A TRL reward function: 1 when the task parses an answer from the completion, else 0."""
 
     def answer_parses(prompts, completions, example_index, **_) -> list[float]:
-        return [float(task.parse(_text(completion), examples[index]) is not None)
+        return [float(task.parse_answer(_text(completion), examples[index]) is not None)
                 for index, completion in zip(example_index, completions, strict=True)]
 
     return answer_parses

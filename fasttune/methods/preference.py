@@ -16,10 +16,11 @@ from datasets import Dataset
 from fasttune import backend, splits
 from fasttune.backend import Model
 from fasttune.configs import TrainingData
-from fasttune.errors import FasttuneError, not_positive
+from fasttune.errors import not_positive
 from fasttune.plan import Plan
+from fasttune.reading import MESSAGE, TEXT, Field, read_rows, same_text
 from fasttune.sampling import Judged, SampledDataConfig, sample_judged
-from fasttune.task import Example, Messages, Task, read_jsonl
+from fasttune.task import Example, Messages, Task
 from fasttune.trainers import trainer_arguments, with_progress
 
 
@@ -76,27 +77,19 @@ def build_pairs(task: Task, examples: list[Example], judged: list[list[Judged]])
     return Pairs(pairs, len(examples), sum(map(len, judged)), wrong, always_right)
 
 
+PAIR_FIELDS = {"prompt": Field((str, list), items=MESSAGE), "chosen": TEXT, "rejected": TEXT}
+"""A pair's prompt is text (one user message) or chat messages."""
+
+
 def read_pairs(path: str | Path) -> list[Pair]:
-    """The user's pairs from JSONL: prompt (text or chat messages), chosen and rejected (non-empty text)."""
-    path = Path(path)
+    """The user's pairs from a data file (JSONL, JSON, CSV, Parquet): prompt, chosen and rejected answers."""
     pairs = []
-    for number, row in enumerate(read_jsonl(path, required=("prompt", "chosen", "rejected")), start=1):
-        where = f"{path}, row {number}"
-        prompt = row["prompt"]
-        if isinstance(prompt, str):
-            prompt = [{"role": "user", "content": prompt}]
-        elif not (isinstance(prompt, list) and prompt and all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in prompt)):
-            raise FasttuneError(f"{where}: field 'prompt' must be text or a list of {{role, content}} messages.")
-        for name in ("chosen", "rejected"):
-            if not isinstance(row[name], str) or not row[name].strip():
-                raise FasttuneError(f"{where}: field '{name}' must be non-empty text (got {row[name]!r}).")
-        if row["chosen"] == row["rejected"]:
-            raise FasttuneError(f"{where}: 'chosen' and 'rejected' are the same text; a pair needs two answers.")
+    for place, row in read_rows(path, PAIR_FIELDS):
+        if same_text(row["chosen"]) == same_text(row["rejected"]):
+            raise place.error("'chosen' and 'rejected' are the same text; a pair needs two answers "
+                              f"(chosen={row['chosen']!r}). Fix or remove the row.")
+        prompt = [{"role": "user", "content": row["prompt"]}] if isinstance(row["prompt"], str) else row["prompt"]
         pairs.append(Pair(prompt, row["chosen"], row["rejected"]))
-    if not pairs:
-        raise FasttuneError(f"{path}: no pairs in the file.")
     return pairs
 
 
