@@ -65,7 +65,8 @@ def library_scope():
 def _set_datasets_progress_bars(on: bool) -> None:
     import datasets
 
-    with warnings.catch_warnings():  # datasets warns, and changes nothing, when HF_DATASETS_DISABLE_PROGRESS_BARS is set
+    # datasets warns, and changes nothing, when HF_DATASETS_DISABLE_PROGRESS_BARS is set.
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         datasets.enable_progress_bars() if on else datasets.disable_progress_bars()
 

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 
 def _subplots(*grid: int, figsize: tuple[float, float], **options):
-    """A figure drawn on its own Agg canvas: no pyplot, so the host's matplotlib backend and figures stay as they are."""
+    """A figure on its own Agg canvas: no pyplot, so the host's matplotlib backend and figures stay as they are."""
     figure = Figure(figsize=figsize)
     FigureCanvasAgg(figure)
     return figure, figure.subplots(*grid, **options)
