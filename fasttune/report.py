@@ -11,10 +11,11 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from fasttune.errors import FasttuneError, read_json
-from fasttune.task import read_jsonl
+from fasttune.reading import Field, read_jsonl
 
-RECORD_FIELDS = {"id": (str, int), "output": str, "scores": dict, "categories": list}
-"""Fields every prediction line must hold, with their types (`parsed` and `gold` take any JSON value)."""
+RECORD_FIELDS = {"id": Field((str, int)), "output": Field(nonempty=False), "scores": Field(dict, nonempty=False),
+                 "categories": Field(list, nonempty=False)}
+"""Fields every prediction line must hold (`parsed` and `gold` take any JSON value)."""
 
 
 @dataclass
@@ -76,7 +77,7 @@ class Report:
         if problems:
             raise FasttuneError(f"{path} is not a saved fasttune report ({'; '.join(problems)}). Pass the "
                                 "<name>.json that Report.save wrote.")
-        records = read_jsonl(_predictions_path(path), RECORD_FIELDS)
+        records = [row for _, row in read_jsonl(_predictions_path(path), RECORD_FIELDS)]
         if len(records) != summary["n"]:
             raise FasttuneError(f"The report's predictions do not match its summary (n={summary['n']}, "
                                 f"lines={len(records)}, file={_predictions_path(path)}). Save the report again.")
