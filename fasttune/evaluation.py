@@ -114,15 +114,15 @@ def score_outputs(task: Task, examples: list[dict], outputs: list[str], *, model
     else:
         intervals = reaggregated_intervals(task, per_example, predictions, references, config.bootstrap_resamples,
                                            config.seed)
-    closed = task.choices(examples[0]) is not None
+    closed = [i for i, example in enumerate(examples) if task.has_closed_answer(example)]
     return Report(
         task={**task.describe(), "primary_metric": task.primary_metric},
         model=model_name, split=config.split, engine=engine, n=len(examples),
         metrics=task.aggregate(per_example, predictions, references), intervals=intervals,
         parse_failures=sum(p is None for p in predictions),
-        predicted=_distribution(task.answer_label(p, e) if p is not None else "unparsed"
-                                for p, e in zip(predictions, examples)) if closed else {},
-        gold=_distribution(task.answer_label(r, e) for r, e in zip(references, examples)) if closed else {},
+        predicted=_distribution(task.answer_label(predictions[i], examples[i]) if predictions[i] is not None
+                                else "unparsed" for i in closed),
+        gold=_distribution(task.answer_label(references[i], examples[i]) for i in closed),
         per_category=_per_category(records, task.primary_metric),
         seconds=seconds, records=records,
         empty_outputs=None if truncated is None else sum(not text.strip() for text in outputs),

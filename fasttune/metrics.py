@@ -123,8 +123,9 @@ def ndcg(ranking: Sequence[int], relevance: Sequence[float]) -> float:
 
 
 def entity_counts(predicted: Sequence[str], gold: Sequence[str]) -> tuple[int, int, int]:
-    """(true positives, false positives, false negatives) of predicted entity strings, compared lowercased."""
-    predicted = [entity.lower().strip(" ") for entity in predicted]
+    """(true positives, false positives, false negatives) of predicted entity strings, compared lowercased and
+    stripped (the starter kit's metrics.py tp_fp_fn strips spaces; all whitespace is stripped here)."""
+    predicted = [entity.lower().strip() for entity in predicted]
     true_positives = len(set(predicted) & {entity.lower() for entity in gold})
     return true_positives, len(predicted) - true_positives, len(gold) - true_positives
 

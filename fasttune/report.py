@@ -13,9 +13,9 @@ from pathlib import Path
 from fasttune.errors import FasttuneError, read_json
 from fasttune.reading import Field, read_jsonl
 
-RECORD_FIELDS = {"id": Field((str, int)), "output": Field(nonempty=False), "scores": Field(dict, nonempty=False),
+RECORD_FIELDS = {"id": Field((str, int)), "output": Field(str, nonempty=False), "scores": Field(dict, nonempty=False),
                  "categories": Field(list, nonempty=False)}
-"""Fields every prediction line must hold (`parsed` and `gold` take any JSON value)."""
+"""Fields every prediction line must hold, with their types (`parsed` and `gold` take any JSON value)."""
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Report:
         if problems:
             raise FasttuneError(f"{path} is not a saved fasttune report ({'; '.join(problems)}). Pass the "
                                 "<name>.json that Report.save wrote.")
-        records = [row for _, row in read_jsonl(_predictions_path(path), RECORD_FIELDS)]
+        records = [record.row for record in read_jsonl(_predictions_path(path), RECORD_FIELDS)]
         if len(records) != summary["n"]:
             raise FasttuneError(f"The report's predictions do not match its summary (n={summary['n']}, "
                                 f"lines={len(records)}, file={_predictions_path(path)}). Save the report again.")

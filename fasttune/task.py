@@ -112,6 +112,10 @@ class Task:
         """Candidate completions for log-likelihood scoring (tasks of kind "choices"); None for the others."""
         return None
 
+    def has_closed_answer(self, example: Example) -> bool:
+        """Whether `example`'s answer is one of a fixed set, so the report shows its predicted-vs-gold distribution."""
+        return self.choices(example) is not None
+
     def answer_label(self, answer: Any, example: Example) -> str:
         """How an answer is counted in the predicted-vs-gold distribution (e.g. the option letter)."""
         return str(answer)

@@ -18,7 +18,7 @@ class GenerationTask(Task):
     max_new_tokens = 64
 
     def parse_answer(self, text, example):
-        return (text or "").strip() or None
+        return text.strip() or None if isinstance(text, str) else None
 
     def score(self, prediction, reference):
         return {"sentence_bleu": metrics.sentence_bleu(prediction or "", reference),

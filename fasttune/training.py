@@ -91,7 +91,7 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     if prepared.row_ids:  # name the failing step's examples
         prepared = replace(prepared, rows=stop_on_non_finite.tag_rows(prepared.rows))
     trainer = recipe.make_trainer(model, task, prepared, config, device_plan, output_dir,
-                                  [stop_on_signal, stop_on_non_finite])
+                                  [stop_on_signal, stop_on_non_finite, guards.StopOnDivergence()])
     if prepared.row_ids:
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
     started = time.perf_counter()

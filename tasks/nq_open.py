@@ -5,8 +5,9 @@ answer: [str]}). `nq_open_oracle` puts the gold Wikipedia passage before the que
 nq-open-oracle.jsonl.gz (2,655 of those questions, {question, answers, ctxs: [{title, text}]}). NQ-open's train
 file is not in the data, so each variant splits its rows by a hash of the normalised question: bucket < 20 is "test",
 the rest "train". A question lands in the same split in both variants, and duplicate questions never straddle splits.
-Correct: metrics SubEM (a normalised gold answer occurs in the normalised reply), EM and token F1 with SQuAD's
-normalisation, the best over gold answers. The reply is its first line.
+Correct, with SQuAD's normalisation and the best over gold answers: metric `subem` on the WHOLE reply (a normalised
+gold answer occurs in the normalised reply, the SubEM definition: "... so the answer is Katy Perry" scores 1), and
+metrics `em` (exact match) and `f1` (token F1) on the reply's FIRST LINE, the short phrase the prompt asks for.
 """
 
 from fasttune import metrics
@@ -23,7 +24,7 @@ ORACLE_FIELDS = {"question": TEXT, "answers": ANSWERS,
 
 class NQOpen(Task):
     name = "nq_open"
-    VERSION = 1
+    VERSION = 2
     splits = ("train", "test")
     primary_metric = "subem"
     max_new_tokens = 24
@@ -57,14 +58,15 @@ class NQOpen(Task):
         return tuple(example["answers"])
 
     def parse_answer(self, text, example):
-        lines = (text or "").strip().splitlines()
-        return lines[0].strip() or None if lines else None
+        """The whole stripped reply (its first line is what `em` and `f1` score), or None when empty."""
+        return text.strip() or None if isinstance(text, str) else None
 
     def score(self, prediction, reference):
         if prediction is None:
             return {"subem": 0.0, "em": 0.0, "f1": 0.0}
+        first_line = prediction.splitlines()[0].strip()
         return {"subem": metrics.substring_match(prediction, reference),
-                "em": metrics.exact_match(prediction, reference), "f1": metrics.token_f1(prediction, reference)}
+                "em": metrics.exact_match(first_line, reference), "f1": metrics.token_f1(first_line, reference)}
 
 
 class NQOpenOracle(NQOpen):

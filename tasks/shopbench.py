@@ -3,13 +3,24 @@
 Data: any JSON-lines file in the ShopBench format (../shared/data/shopbench_format/README.md states it), or a folder
 of them (*.json, *.jsonl): input_field (the whole prompt), output_field (gold), task_name, task_type, metric, track.
 All rows form the "test" split (the challenge publishes no training data).
-Replies are parsed as the challenge's parsers do: multiple-choice = the first character as an index; retrieval =
-the first 3 numbers; ranking = the first 5 numbers, unparsed when one repeats; NER = a Python list of strings or a
-comma-separated list; generation = the stripped text. Unparsable (or empty) replies are counted and score the
-metric's worst value, 0. Metrics: accuracy, hit rate@3, ndcg (gain 2^rel - 1), micro f1 (pooled over a task_name),
-rougel, bleu and jp-bleu (sacrebleu on the reply's first line, lowercased; ja-mecab tokens), sent-transformer and
-multilingual-sent-transformer (cosine floored at 0). Aggregation as the challenge's local evaluation: the mean
-per task_name (micro f1 pooled), a track's score the mean of its task scores, overall the mean of all task scores.
+Replies are parsed and scored as the challenge's starter kit does (Amazon KDD Cup 2024 starter kit, parsers.py
+VERSION 0.1.1 and metrics.py, e.g. github.com/Keita18/amazon-kdd-cup-2024-starter-kit): only the first 5,000
+characters of a reply are read (an answer after them is not seen); multiple-choice = the first character as an index;
+retrieval = the first 3 numbers; ranking = the first 5 numbers among the options (1..number of items; others are
+dropped), unparsed when one repeats; NER = a Python list of strings, else the comma-separated entities without the
+empty ones; generation = the stripped text, an empty one included (sent-transformer rows embed it, as the kit does).
+Unparsable replies are counted and score the metric's worst value, 0. Metrics: accuracy, hit rate@3, ndcg (gain
+2^rel - 1), micro f1 (pooled over a task_name; entities lower-cased and stripped), rougel, bleu and jp-bleu (sacrebleu
+on the reply's first line, lowercased; ja-mecab tokens), sent-transformer and multilingual-sent-transformer (cosine
+floored at 0). Aggregation as the challenge's local evaluation: the mean per task_name (micro f1 pooled), a track's
+score the mean of its task scores, overall the mean of all task scores. The report shows the predicted-vs-gold
+distribution of the multiple-choice rows and per-category scores by task_type and task_name.
+Where fasttune deviates from the kit, and why: a reply that is not a string is unparsed (the kit asserts, crashing
+the run); a digit character int() refuses ("²") is no number (the kit's multiple-choice parser gives -1, its ranking
+parser skips it; both score the same here); ranking item 0 is dropped (the kit keeps it and its NDCG reads it as the
+last item through a negative index); entities are stripped of all whitespace, not only spaces (a tab or newline is
+never part of an entity); retrieval indices are not range-checked (a row does not say how many items it lists; an
+index outside them is never gold, so it only takes a place among the first 3, as in the kit).
 """
 
 import ast
@@ -34,6 +45,7 @@ FIELDS = {"input_field": TEXT, "output_field": Field((int, float, str, list)), "
           "task_type": Field(labels=GOLD), "metric": Field(labels=METRICS), "track": TEXT,
           "is_multiple_choice": Field(bool, optional=True)}
 MULTILINGUAL = "paraphrase-multilingual-MiniLM-L12-v2"
+MAX_REPLY_CHARACTERS = 5000  # the kit's MAX_RESPONSE_CHARACTERS
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,7 @@ class Gold:
 
 class ShopBench(Task):
     name = "shopbench"
-    VERSION = 1
+    VERSION = 2
     splits = ("test",)
     primary_metric = "score"
     max_new_tokens = 64
@@ -76,27 +88,38 @@ class ShopBench(Task):
         return Gold(example["output_field"], example["metric"], example["task_name"], example["track"])
 
     def parse_answer(self, text, example):
-        text, kind = (text or "").strip(), example["task_type"]
+        if not isinstance(text, str):
+            return None
+        text, kind = text[:MAX_REPLY_CHARACTERS].strip(), example["task_type"]
+        if kind == "generation":
+            return text
         if not text:
             return None
         if kind == "multiple-choice":
-            return int(text[0]) if text[0].isdigit() else None
+            return _integer(text[0])
         if kind in ("retrieval", "ranking"):
-            numbers = [int(part) for part in "".join(c for c in text if c.isdigit() or c in ", ").split(",")
-                       if part.strip().isdigit()]
+            kept = "".join(c for c in text if c.isnumeric() or c in ", ")
+            numbers = [n for n in map(_integer, kept.split(",")) if n is not None]
             if kind == "retrieval":
                 return numbers[:3] or None
-            numbers = numbers[:5]
+            numbers = [n for n in numbers if 1 <= n <= len(example["output_field"])][:5]
             return numbers if numbers and len(set(numbers)) == len(numbers) else None
-        if kind == "named_entity_recognition":
-            try:
-                entities = ast.literal_eval(text)
-            except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):  # never raise on replies
-                entities = None
-            if not (isinstance(entities, list) and all(isinstance(e, str) for e in entities)):
-                entities = [entity.strip() for entity in text.split(",")]
+        try:
+            entities = ast.literal_eval(text)
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):  # never raise on replies
+            entities = None
+        if isinstance(entities, list) and all(isinstance(e, str) for e in entities):
             return entities
-        return text
+        return [entity.strip() for entity in text.split(",") if entity.strip()]
+
+    def has_closed_answer(self, example):
+        return example["task_type"] == "multiple-choice"
+
+    def answer_label(self, answer, example):
+        return f"{example['task_type']}: {answer.truth if isinstance(answer, Gold) else answer}"
+
+    def categories(self, example):
+        return [f"task_type:{example['task_type']}", f"task_name:{example['task_name']}"]
 
     def score(self, prediction, reference):
         return {"score": 0.0 if prediction is None else _metric(prediction, reference)}
@@ -135,6 +158,14 @@ def _example(place: Place, row: dict) -> dict:
         raise place.error(f"field 'metric' is {row['metric']!r}, which does not score a {kind} task (expected "
                           f"{' or '.join(METRICS_OF_TYPE[kind])}).")
     return {**row, "id": f"{place.path.name}:{place.key}"}
+
+
+def _integer(text: str) -> int | None:
+    """int(text), or None where Python refuses it (letters, "²", "1 2")."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def _entity_counts(prediction, reference: Gold) -> tuple[int, int, int]:

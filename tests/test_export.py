@@ -168,7 +168,7 @@ def test_gguf_choice_scores_evaluate_the_prompt_once_and_equal_scoring_each_choi
             from_scratch.append(torch.log_softmax(logits, -1)[range(len(continuation)), continuation].sum().item())
         assert scores == pytest.approx(from_scratch, rel=1e-9)
         expected_picks.append(texts[1 + max(range(2), key=lambda i: from_scratch[1 + i])])
-    assert model.loglik_choices(task, examples) == expected_picks
+    assert [r["output"] for r in fasttune.evaluate(model, task, limit=4).records] == expected_picks
 
 
 def test_a_failing_step_is_named_and_leaves_no_export_folder(tiny_wide_model_dir, tmp_path):

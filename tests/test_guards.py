@@ -185,3 +185,54 @@ def test_out_of_memory_in_evaluation_names_batch_size_sequence_length_and_the_fi
                                                      r"sequence_length=\d+\)\. Lower EvalConfig.batch_size"):
         fasttune.evaluate(model, fasttune.tasks.get("larger_number"),
                           config=fasttune.EvalConfig(limit=3, batch_size=3, engine=engine))
+
+
+def test_learning_rate_1e6_is_refused_naming_learning_rate_instead_of_saving_a_frozen_run(tiny_model_dir, tmp_path):
+    with pytest.raises(fasttune.FasttuneError, match=r"Training stopped at step \d+: .*learning_rate"):
+        train_tiny(tiny_model_dir, tmp_path / "run", learning_rate=1e6, max_steps=12, logging_steps=1)
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_a_healthy_tiny_run_logged_every_step_is_not_stopped_by_the_divergence_guard(tiny_model_dir, tmp_path):
+    _, run = train_tiny(tiny_model_dir, tmp_path / "run", max_steps=12, logging_steps=1)
+    assert (run.output_dir / "adapter" / "adapter_model.safetensors").exists()
+
+
+class _Args:
+    learning_rate, fp16, bf16 = 1e6, False, True
+
+
+class _State:
+    global_step = 0
+
+
+def feed(guard, logs: list[dict]) -> None:
+    for step, entry in enumerate(logs, start=1):
+        state = _State()
+        state.global_step = step
+        guard.on_log(_Args(), state, None, logs=entry)
+
+
+def test_divergence_guard_stops_on_a_loss_frozen_over_the_window():
+    with pytest.raises(fasttune.FasttuneError, match=r"step 5: the loss stayed at 10.8 .*learning_rate=1e\+06"):
+        feed(guards.StopOnDivergence(), [{"loss": 10.80}] * 5)
+
+
+def test_divergence_guard_stops_on_a_float16_sized_loss_naming_dtype():
+    with pytest.raises(fasttune.FasttuneError, match=r"step 1: the loss is 3400 .*dtype=bfloat16"):
+        feed(guards.StopOnDivergence(), [{"loss": 3400.0}])
+
+
+def test_divergence_guard_stops_on_a_rising_loss_and_on_zero_or_exploding_gradients():
+    with pytest.raises(fasttune.FasttuneError, match="the loss rose from 1 to 2.5 over the last 4 steps"):
+        feed(guards.StopOnDivergence(), [{"loss": v} for v in (1.0, 1.2, 1.6, 2.0, 2.5)])
+    with pytest.raises(fasttune.FasttuneError, match="gradient norm was 0 at 5 logged steps"):
+        feed(guards.StopOnDivergence(), [{"loss": 3.0 - i / 10, "grad_norm": 0.0} for i in range(5)])
+    with pytest.raises(fasttune.FasttuneError, match="gradient norm exploded to 2e\\+05"):
+        feed(guards.StopOnDivergence(), [{"loss": 3.0, "grad_norm": 2e5}])
+
+
+def test_divergence_guard_lets_the_cpu_bench_loss_curve_through():
+    # benchmarks/results/cpu-bench-2026-11-21/summary.json, training.losses (logged every 5 steps)
+    curve = [1.708, 0.2397, 0.1093, 0.1328, 0.0745, 0.0894, 0.0298, 0.0602, 0.0636, 0.0353, 0.0406, 0.0373]
+    feed(guards.StopOnDivergence(), [{"loss": v, "grad_norm": 0.5} for v in curve])

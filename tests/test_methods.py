@@ -22,7 +22,7 @@ TASK = fasttune.tasks.get("larger_number")
 EXAMPLES = TASK.load("train")[:3]  # gold answers: the larger of a and b
 SMALL = {"max_steps": 2, "batch_size": 4, "limit": 8, "logging_steps": 1, "learning_rate": 5e-3, "warmup_ratio": 0.0}
 SAMPLING = {"samples": 2, "max_new_tokens": 4, "batch_size": 8}
-PINNED_SFT_LOSSES = [10.768756866455078, 10.731485366821289, 10.704651832580566]  # recorded on main and here
+PINNED_SFT_LOSSES = [10.768756866455078, 10.731485366821289, 10.704651832580566]  # recorded from a run of this test
 
 
 def judged_outputs(outputs_per_example):
@@ -230,6 +230,12 @@ def test_the_registry_lists_every_method_under_its_configs_name():
         assert method.config.method == name
         assert method.config().method == name and "method" not in dataclasses.asdict(method.config())
     assert fasttune.DpoConfig.method == "dpo" and fasttune.TrainConfig.method == "sft"
+    # config.json's form (method name + fields) builds the same config again.
+    from fasttune.configs import config_dict
+
+    recorded = json.loads(json.dumps(config_dict(fasttune.KtoConfig(beta=0.2, sampling={"samples": 3}))))
+    assert recorded["method"] == "kto"
+    assert METHODS[recorded.pop("method")].config(**recorded) == fasttune.KtoConfig(beta=0.2, sampling={"samples": 3})
 
 
 def test_method_modules_never_import_training():

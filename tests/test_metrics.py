@@ -117,6 +117,14 @@ def test_micro_f1_pools_counts_like_sklearn():
 
 def test_entity_counts_compare_lowercased_and_stripped():
     assert metrics.entity_counts([" Logitech ", "MX"], ["logitech"]) == (1, 1, 0)
+    assert metrics.entity_counts(["\tTABLETTE \n"], ["tablette"]) == (1, 0, 0)  # tabs and newlines too
+
+
+def test_ndcg_of_a_ranking_with_out_of_range_items_after_the_parser_drops_them():
+    relevance = [3.0, 2.0, 1.0, 0.0, 0.0]
+    kept = (7 + 0 + 3 / 2 + 0 + 1 / math.log2(6)) / (7 + 3 / math.log2(3) + 1 / 2)  # 9 and 8 gain nothing
+    assert metrics.ndcg([1, 9, 2, 8, 3], relevance) == pytest.approx(kept) == pytest.approx(0.9461, abs=1e-4)
+    assert metrics.ndcg([1, 2, 3], relevance) == pytest.approx(1.0)  # what the parser's [1, 2, 3] scores
 
 
 def test_embedding_similarity_is_the_cosine_of_minilm_embeddings(minilm):

@@ -182,10 +182,19 @@ def test_nq_variants_put_each_question_in_the_same_split(data_root):
     ("It was Röntgen, in 1901.\nMore text", {"subem": 0.0, "em": 0.0, "f1": 0.25}),
     ("the first was Wilhelm Conrad Röntgen", {"subem": 1.0, "em": 0.0, "f1": pytest.approx(0.75)}),
     ("", {"subem": 0.0, "em": 0.0, "f1": 0.0}),
+    ("Let me think.\nThe first physics prize went to Wilhelm Conrad Röntgen", {"subem": 1.0, "em": 0.0, "f1": 0.0}),
 ])
 def test_nq_replies_score_subem_em_and_token_f1(reply, expected):
     task = fasttune.tasks.get("nq_open")
     assert task.score(task.parse_answer(reply, {}), ("Wilhelm Conrad Röntgen",)) == expected
+
+
+def test_nq_explanation_first_reply_scores_subem_1_on_the_whole_reply():
+    task = fasttune.tasks.get("nq_open")
+    reply = "The song topped the charts in 2008, sung by a singer from California.\nSo the answer is Katy Perry."
+    assert task.score(task.parse_answer(reply), ("Katy Perry",)) == {"subem": 1.0, "em": 0.0, "f1": 0.0}
+    assert task.score(task.parse_answer("Katy Perry\nShe sang it in 2008."), ("Katy Perry",)) == \
+        {"subem": 1.0, "em": 1.0, "f1": 1.0}  # em and f1 read the first line
 
 
 def test_generation_tasks_aggregate_corpus_bleu_beside_mean_rouge(data_root):
@@ -227,16 +236,24 @@ def test_shopbench_reads_the_format_and_scores_gold_replies_perfectly(data_root)
     ("multiple-choice", "2", 2), ("multiple-choice", " 1. foam yoga block", 1), ("multiple-choice", "a", None),
     ("multiple-choice", "", None),
     ("ranking", "1, 2, 3, 4, 5", [1, 2, 3, 4, 5]), ("ranking", "[1, 2, 3, 4, 5]", [1, 2, 3, 4, 5]),
-    ("ranking", "1, 2, 2, 3", None), ("ranking", "1, 4, 5, aicrowd, 6", [1, 4, 5, 6]), ("ranking", "none", None),
+    ("ranking", "1, 2, 2, 3", None), ("ranking", "1, 4, 5, aicrowd, 6", [1, 4, 5]), ("ranking", "none", None),
+    ("ranking", "1, 2, 4, aicrowd, 5", [1, 2, 4, 5]), ("ranking", "7, 3, 0, 1, 2, 9, 4", [3, 1, 2, 4]),
     ("retrieval", "100, 200, 300, 400", [100, 200, 300]), ("retrieval", "100, 200, jjhg", [100, 200]),
     ("named_entity_recognition", "['New York', 'Amazon']", ["New York", "Amazon"]),
     ("named_entity_recognition", "New York, Amazon", ["New York", "Amazon"]),
     ("named_entity_recognition", "[New York, Amazon]", ["[New York", "Amazon]"]),
     ("named_entity_recognition", "[4, 1]", ["[4", "1]"]),
-    ("generation", "  A fine kettle.\n", "A fine kettle."), ("generation", " \n", None),
+    ("generation", "  A fine kettle.\n", "A fine kettle."), ("generation", " \n", ""),
+    ("multiple-choice", "²", None), ("multiple-choice", "\n 3", 3), ("ranking", "2², 1", [1]),
+    ("named_entity_recognition", "tablette,", ["tablette"]), ("named_entity_recognition", "\n, New York, Amazon",
+                                                                ["New York", "Amazon"]),
+    ("named_entity_recognition", " ", None), ("retrieval", "\n \n", None), ("multiple-choice", None, None),
+    ("generation", None, None), ("ranking", 3, None),
+    ("retrieval", "x" * 5000 + "1, 2, 3", None), ("generation", "a" * 6000, "a" * 5000),
 ])
 def test_shopbench_parses_replies_as_the_challenge_parsers_do(task_type, reply, parsed):
-    assert fasttune.tasks.get("shopbench").parse_answer(reply, {"task_type": task_type}) == parsed
+    example = {"task_type": task_type, "output_field": [0.0, 1.0, 2.0, 0.0, 1.0]}  # a 5-item ranking's gold
+    assert fasttune.tasks.get("shopbench").parse_answer(reply, example) == parsed
 
 
 def test_shopbench_aggregates_per_task_per_track_and_overall_with_pooled_micro_f1(tmp_path):
@@ -281,3 +298,52 @@ def test_scitldr_warns_with_the_count_of_training_papers_it_leaves_out(data_root
     with pytest.warns(FasttuneWarning, match=r"scitldr left out 1 training paper\(s\) whose abstract is also in the "
                                              r"test split \(scitldr_A_train.jsonl\)"):
         assert len(task.load("train")) == 1991
+
+
+def _shopbench_rows(tmp_path, rows):
+    import json
+
+    (tmp_path / "dev.jsonl").write_text("\n".join(json.dumps(
+        {"input_field": "q", "output_field": gold, "task_name": name, "track": "t", "task_type": kind,
+         "metric": metric}) for name, kind, metric, gold in rows))
+    task = fasttune.tasks.get("shopbench", data_dir=tmp_path)
+    return task, task.load("test")
+
+
+def test_shopbench_scores_edge_case_replies_as_the_starter_kit_does(tmp_path):
+    task, examples = _shopbench_rows(tmp_path, [
+        ("rank", "ranking", "ndcg", [3, 2, 1, 0, 0]),
+        ("ret", "retrieval", "hit rate@3", [1, 2, 3]),
+        ("ner", "named_entity_recognition", "micro f1", ["tablette"]),
+        ("ner2", "named_entity_recognition", "micro f1", ["tablette"]),
+    ])
+    replies = ["1, 9, 2, 8, 3", "x" * 5000 + " 1, 2, 3", "tablette,", "['  TABLETTE ']"]
+    scores = [task.score(task.parse_answer(r, e), task.answer(e))["score"] for r, e in zip(replies, examples)]
+    # ranking 1, 2, 3 after dropping 9 and 8 (no such items) is the ideal order: NDCG 1 (kept, 9 and 8 gave 0.946)
+    assert scores[0] == pytest.approx(1.0)
+    assert scores[1] == 0.0  # the numbers lie after the first 5,000 characters: not read
+    assert scores[2] == 1.0 and scores[3] == 1.0  # the empty entity is dropped; entities compared stripped, lowered
+
+
+def test_shopbench_embeds_an_empty_reply_for_sentence_similarity_rows_instead_of_scoring_zero(tmp_path):
+    from fasttune import metrics
+
+    task, examples = _shopbench_rows(tmp_path, [("gen", "generation", "sent-transformer", "a kettle")])
+    expected = max(0.0, float(metrics.embed(["", "a kettle"])[1] @ metrics.embed(["", "a kettle"])[0]))
+    assert task.parse_answer("  \n", examples[0]) == ""
+    assert task.score(task.parse_answer("  \n", examples[0]), task.answer(examples[0]))["score"] == pytest.approx(expected)
+
+
+def test_shopbench_report_shows_the_multiple_choice_distribution_and_per_type_scores(tmp_path):
+    from fasttune.evaluation import EvalConfig, score_outputs
+
+    task, examples = _shopbench_rows(tmp_path, [("mc", "multiple-choice", "accuracy", 1),
+                                                ("mc", "multiple-choice", "accuracy", 2),
+                                                ("mc", "multiple-choice", "accuracy", 3),
+                                                ("ret", "retrieval", "hit rate@3", [1, 2])])
+    report = score_outputs(task, examples, ["1", "1", "b", "1, 2"], model_name="m", engine="e", seconds=1.0,
+                           config=EvalConfig(split="test", bootstrap_resamples=100))
+    assert report.predicted == {"multiple-choice: 1": 2, "unparsed": 1}
+    assert report.gold == {"multiple-choice: 1": 1, "multiple-choice: 2": 1, "multiple-choice: 3": 1}
+    assert report.per_category["task_type:multiple-choice"] == {"n": 3, "score": pytest.approx(1 / 3)}
+    assert report.per_category["task_type:retrieval"] == {"n": 1, "score": 1.0}

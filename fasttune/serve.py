@@ -1,0 +1,112 @@
+"""An OpenAI-compatible chat-completions server for a model fasttune loads, on 127.0.0.1 by default.
+
+    python -m fasttune.serve [MODEL] [--port 8000] [--host 127.0.0.1]
+
+A .gguf file is served by llama-cpp-python's own server (llama_cpp.server: the well-kept OpenAI-compatible one);
+a transformers model (the embedded default, a base, adapter or merged folder) by a small FastAPI app with
+`/v1/models` and `/v1/chat/completions` (plain JSON, or server-sent events with `"stream": true`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import time
+import uuid
+from pathlib import Path
+
+from fasttune.app import models
+from fasttune.errors import FasttuneError
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on, before loading any weights."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise FasttuneError(f"port {port} on {host} is in use ({error.strerror}) (port={port}). Stop what "
+                                f"listens there or pass another port, e.g. --port {port + 1}.") from None
+
+
+def transformers_app(model: models.TransformersChatModel):
+    """A FastAPI app answering OpenAI chat-completion requests with `model`."""
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI(title=f"fasttune serve {model.name}")
+
+    @app.get("/v1/models")
+    def list_models():
+        return {"object": "list", "data": [{"id": model.name, "object": "model", "owned_by": "fasttune"}]}
+
+    @app.post("/v1/chat/completions")
+    def chat_completions(request: dict):
+        messages = request.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise HTTPException(400, "fasttune: the request has no messages (messages=[]). Send a list of "
+                                     "{role, content} chat messages.")
+        sampling = models.Sampling(temperature=float(request.get("temperature") or 0.0),
+                                   top_p=float(request.get("top_p") or 1.0),
+                                   max_new_tokens=int(request.get("max_tokens") or
+                                                      request.get("max_completion_tokens") or 128),
+                                   seed=request.get("seed"))
+        chat = [{"role": m["role"], "content": m["content"]} for m in messages]
+        reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if request.get("stream"):
+            def events():
+                def chunk(delta: dict, finish: str | None) -> str:
+                    body = {"id": reply_id, "object": "chat.completion.chunk", "created": created,
+                            "model": model.name, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                    return f"data: {json.dumps(body)}\n\n"
+
+                yield chunk({"role": "assistant"}, None)
+                for piece in model.stream(chat, sampling):
+                    yield chunk({"content": piece}, None)
+                yield chunk({}, "stop")
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        text = models.reply(model, chat, sampling)
+        return {"id": reply_id, "object": "chat.completion", "created": created, "model": model.name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}]}
+
+    return app
+
+
+def gguf_app(path: str | Path):
+    """llama-cpp-python's OpenAI-compatible server app for the GGUF file at `path`."""
+    from llama_cpp.server.app import create_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    return create_app(server_settings=ServerSettings(),
+                      model_settings=[ModelSettings(model=str(path), model_alias=Path(path).name, n_ctx=2048,
+                                                    chat_format=None, verbose=False)])
+
+
+def serve(spec: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the model named by `spec` until interrupted."""
+    import uvicorn
+
+    check_port_free(host, port)
+    app = gguf_app(spec) if models.is_gguf(spec) else transformers_app(models.load(spec))
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fasttune.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", help="a model folder, adapter folder, merged export or .gguf file "
+                                                 "(default: the embedded model)")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to bind (default: 127.0.0.1, local only)")
+    parser.add_argument("--port", type=int, default=8000, help="the port to listen on (default: 8000)")
+    args = parser.parse_args(argv)
+    try:
+        serve(args.model, host=args.host, port=args.port)
+    except FasttuneError as error:
+        raise SystemExit(str(error)) from None
+
+
+if __name__ == "__main__":
+    main()
