@@ -192,8 +192,8 @@ def test_nq_replies_score_subem_em_and_token_f1(reply, expected):
 def test_nq_explanation_first_reply_scores_subem_1_on_the_whole_reply():
     task = fasttune.tasks.get("nq_open")
     reply = "The song topped the charts in 2008, sung by a singer from California.\nSo the answer is Katy Perry."
-    assert task.score(task.parse_answer(reply), ("Katy Perry",)) == {"subem": 1.0, "em": 0.0, "f1": 0.0}
-    assert task.score(task.parse_answer("Katy Perry\nShe sang it in 2008."), ("Katy Perry",)) == \
+    assert task.score(task.parse_answer(reply, {}), ("Katy Perry",)) == {"subem": 1.0, "em": 0.0, "f1": 0.0}
+    assert task.score(task.parse_answer("Katy Perry\nShe sang it in 2008.", {}), ("Katy Perry",)) == \
         {"subem": 1.0, "em": 1.0, "f1": 1.0}  # em and f1 read the first line
 
 
