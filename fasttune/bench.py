@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
 import fasttune
 from fasttune.backend import count_4bit_linear_layers
+from fasttune.configs import config_dict
 from fasttune.machine import describe_machine
 from fasttune.progress import console
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         "comparison": comparison.to_dict(),
         "training": {"seconds": run.seconds, "train_tokens": run.train_tokens,
                      "tokens_per_second": run.tokens_per_second, "losses": run.losses,
-                     "config": asdict(run.config), "adapter": str(run.adapter_dir),
+                     "config": config_dict(run.config), "adapter": str(run.adapter_dir),
                      "peak_gpu_memory_gib": _peak_gpu_memory_gib()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
