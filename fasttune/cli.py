@@ -227,13 +227,23 @@ def config_schema(config_class: type, prefix: str = "") -> Schema:
 
 
 def task_schema(name: str, prefix: str = "task.") -> Schema:
-    """The options of task `name`: its constructor's arguments (typed by their annotations or defaults)."""
+    """The options of task `name`: its constructor's arguments (typed by their annotations or defaults). A
+    constructor that takes a config dataclass and **options takes that config's fields as keywords: they are its
+    options then, documented by the config's docstrings."""
     task_class = fasttune.tasks.task_class(name)
     schema, hints = Schema(), typing.get_type_hints(task_class.__init__)
-    for parameter in inspect.signature(task_class).parameters.values():
+    parameters = inspect.signature(task_class).parameters.values()
+    configs = [_without_none(hints[p.name])[0] for p in parameters if p.name in hints
+               and dataclasses.is_dataclass(_without_none(hints[p.name])[0])]
+    takes_keywords = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    for parameter in parameters:
         if parameter.kind is parameter.VAR_KEYWORD:
-            schema.open_groups.add(prefix.rstrip("."))
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            if configs:
+                schema.add(config_schema(configs[0], prefix))
+            else:
+                schema.open_groups.add(prefix.rstrip("."))
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or (
+                takes_keywords and _without_none(hints.get(parameter.name))[0] in configs):
             continue
         default = MISSING if parameter.default is parameter.empty else parameter.default
         annotation = hints.get(parameter.name, str if default in (None, MISSING) else type(default))

@@ -163,7 +163,7 @@ class Task:
         """Name, version and class of the task, saved beside adapters and reports."""
         return {"name": self.name, "version": self.VERSION, "class": f"{type(self).__module__}.{type(self).__qualname__}"}
 
-    def options(self) -> dict[str, Any]:
+    def constructor_arguments(self) -> dict[str, Any]:
         """The constructor's arguments, read back from the attributes of the same names (paths as text), so that
         `fasttune.tasks.get(self.name, **options)` builds this task again; a run's config.json records them. A task
         that stores an argument under another name overrides this."""
@@ -178,8 +178,8 @@ class Task:
             options[parameter.name] = str(value) if isinstance(value, Path) else value
         if unreadable:
             warnings.warn(f"fasttune: task '{self.name}' keeps constructor arguments {', '.join(unreadable)} under "
-                          "other names, so a run's config.json does not record them. Override Task.options() to "
-                          "return them.", FasttuneWarning, stacklevel=2)
+                          "other names, so a run's config.json does not record them. Override "
+                          "Task.constructor_arguments() to return them.", FasttuneWarning, stacklevel=2)
         return options
 
 

@@ -132,7 +132,7 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
 def run_inputs(model: Model, task: Task) -> dict:
     """What config.json records beside the config: the task with its options and the model as `load` read it,
     so that `fasttune train --config config.json` trains the same run again."""
-    inputs = {"task": {"name": task.name, **task.options()}}
+    inputs = {"task": {"name": task.name, **task.constructor_arguments()}}
     if model.load_config is not None:
         inputs["model"] = asdict(model.load_config)
     return inputs

@@ -50,17 +50,20 @@ export: {{formats: [adapter]}}
 
 def test_train_help_shows_each_fields_docstring_under_its_flag(capsys):
     text = _help(capsys, ["train", "--help"])
-    assert "--learning_rate FLOAT, --learning-rate FLOAT Peak learning rate of the LoRA weights. (default: 0.0005)" in text
+    assert "--learning_rate FLOAT, --learning-rate FLOAT Peak learning rate of the LoRA weights. (default: 0.0005)" \
+        in text
     assert "--lora.r INT Rank of the update matrices. (default: 16)" in text
     assert "--model.max_seq_length INT, --model.max-seq-length INT Longest row in tokens" in text
-    assert "--eval.engine {auto,loglik,generate}" in text and "--export.formats [{adapter,merged_16bit,gguf} ...]" in text
+    assert "--eval.engine {auto,loglik,generate}" in text
+    assert "--export.formats [{adapter,merged_16bit,gguf} ...]" in text
 
 
 def test_method_flag_picks_the_methods_config_class_and_its_nested_sampling_options(capsys):
     text = _help(capsys, ["train", "--method", "dpo", "--help"])
     assert "--beta FLOAT Preference strength" in text and "--sampling.samples INT Completions sampled" in text
     # a field a subclass redefines without a docstring keeps its base class's help, with its own default
-    assert "--learning_rate FLOAT, --learning-rate FLOAT Peak learning rate of the LoRA weights. (default: 5e-05)" in text
+    assert "--learning_rate FLOAT, --learning-rate FLOAT Peak learning rate of the LoRA weights. (default: 5e-05)" \
+        in text
     parsed = cli.parse(cli.COMMANDS["train"], ["--method", "dpo", "--task.name", "larger_number", "--beta", "0.3",
                                                "--sampling.samples", "2"])
     assert type(parsed["config"]) is DpoConfig
@@ -167,7 +170,8 @@ def test_train_from_a_yaml_file_trains_evaluates_and_exports(trained):
     card = json.loads((run.output_dir / "export" / "adapter" / "fasttune.json").read_text())
     assert card["evaluations"][0]["n"] == 4 and done["export"].merged_dir is None
     recorded = json.loads((run.output_dir / "config.json").read_text())
-    assert recorded["task"] == {"name": "larger_number", **fasttune.tasks.get("larger_number", high=500).options()}
+    task = fasttune.tasks.get("larger_number", high=500)
+    assert recorded["task"] == {"name": "larger_number", **task.constructor_arguments()}
     assert (recorded["task"]["low"], recorded["task"]["high"]) == (10, 500)
     assert recorded["model"]["dtype"] == "float32" and recorded["max_steps"] == 2 and "plan" in recorded
 
