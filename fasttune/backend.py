@@ -101,6 +101,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
     `max_memory_gib` caps this process's GPU memory from loading on (for a shared GPU; CUDA's cap is per process,
     so the latest load's cap wins); training splits batches and turns on gradient checkpointing to stay within it.
     On a CPU nothing is capped, but training plans its batches within the cap less the RAM the process holds.
+    The arguments are the fields of LoadConfig (`load(**asdict(config))`); the model keeps them as `load_config`.
     """
     config = LoadConfig(None if name_or_path is None else str(name_or_path), load_in_4bit, max_seq_length,
                         str(dtype).removeprefix("torch.") if dtype is not None else None, trust_remote_code,

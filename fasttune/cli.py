@@ -372,7 +372,7 @@ def conform_file(values: dict, schema: Schema, source: str | None, prefix: str =
                 raise FasttuneError(f"{source}, {section}: '{key}' is a section of settings, not a "
                                     f"{type(value).__name__} ({dotted}={value!r}). Write its settings under it.")
             conformed[key] = conform_file(value, schema, source, dotted + ".")
-        elif not prefix and key in schema.recorded or prefix.rstrip(".") in schema.open_groups:
+        elif (not prefix and key in schema.recorded) or prefix.rstrip(".") in schema.open_groups:
             conformed[key] = value
         else:
             known = [k[len(prefix):] for k in [*schema.options, *schema.groups]

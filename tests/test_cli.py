@@ -238,3 +238,29 @@ def test_serve_command_help_and_python_dash_m_fasttune_work(capsys, monkeypatch)
     runpy.run_module("fasttune", run_name="__main__")
     out = capsys.readouterr().out
     assert all(f"    {name} " in out for name in cli.COMMANDS)
+
+
+@pytest.mark.parametrize("function, config", [
+    ("fasttune.backend:load", "fasttune.backend:LoadConfig"),
+    ("fasttune.exporting:export", "fasttune.exporting:ExportConfig"),
+    ("fasttune.merging:merge_adapters", "fasttune.merging:MergeConfig"),
+    ("fasttune.serve:serve", "fasttune.serve:ServeConfig"),
+])
+def test_a_functions_keyword_defaults_are_its_configs_defaults(function, config):
+    import dataclasses
+    import importlib
+    import inspect
+
+    def resolve(name):
+        module, attribute = name.split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    defaults = {name: p.default for name, p in inspect.signature(resolve(function)).parameters.items()
+                if p.default is not p.empty}
+    fields = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+              for f in dataclasses.fields(resolve(config))
+              if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    shared = defaults.keys() & fields.keys()
+    assert len(shared) >= 2
+    normalised = {name: list(value) if isinstance(value, tuple) else value for name, value in defaults.items()}
+    assert {name: normalised[name] for name in shared} == {name: fields[name] for name in shared}
