@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fasttune import conversation
 from fasttune.errors import FasttuneError
 from fasttune.task import Example, Messages, Sample, Task
 
@@ -62,9 +63,22 @@ class Encoded:
 
 def encode_for_training(task: Task, examples: list[Example], tokenizer, end_of_turn: str,
                         max_seq_length: int) -> Encoded:
-    """Tokenize examples for completion-only SFT; rows over `max_seq_length` are set aside and listed."""
-    return encode_samples(task, [(example, task.format(example)) for example in examples], tokenizer, end_of_turn,
-                          max_seq_length)
+    """Tokenize examples for completion-only SFT; rows over `max_seq_length` are set aside and listed. Examples
+    with a whole conversation (`task.conversation`) are trained on its assistant turns."""
+    if task.conversation(examples[0]) is None:
+        return encode_samples(task, [(example, task.format(example)) for example in examples], tokenizer,
+                              end_of_turn, max_seq_length)
+    rows, ids, too_long, tokens = [], [], [], 0
+    for example in examples:
+        chat = conversation.encode(tokenizer, task.conversation(example), end_of_turn, task.train_on,
+                                   where_example(task, example))
+        if len(chat.input_ids) > max_seq_length:
+            too_long.append(str(example["id"]))
+            continue
+        rows.append({"input_ids": chat.input_ids, "completion_mask": chat.completion_mask})
+        ids.append(str(example["id"]))
+        tokens += len(chat.input_ids)
+    return Encoded(rows, ids, too_long, tokens)
 
 
 def encode_samples(task: Task, samples: list[tuple[Example, Sample]], tokenizer, end_of_turn: str,
