@@ -230,14 +230,20 @@ def dataset_entry(info: Path, name: str, formatting: Formatting) -> Source:
             warnings.warn(f"fasttune: {path}: its SHA-1 is {digest}, not the file_sha1 {entry['file_sha1']} that "
                           f"{info.name} gives for '{name}' (the file changed since it was registered).",
                           FasttuneWarning, stacklevel=2)
-    return Source(path, formatting, columns, tags, entry.get("split") if path.is_dir() else None)
+    split = entry.get("split")
+    if (path / "dataset_dict.json").exists():
+        return Source(path, formatting, columns, tags, split)
+    if split not in (None, "train"):  # a file or a single saved dataset is all one "train" split, as LLaMA-Factory has it
+        raise place.error(f"field 'split' is {split!r}, but {entry['file_name']} holds one split (train). Leave "
+                          "split out, or save the splits with datasets' DatasetDict.save_to_disk.", shape=True)
+    return Source(path, formatting, columns, tags)
 
 
 # --- rows -> conversations -------------------------------------------------------------------------------------------
 
 def read_conversations(source: Source, labels: list[str] | None = None) -> list[tuple[Place, Messages]]:
     """Every row of `source` as a checked conversation; the last reply must be one of `labels` when given."""
-    if source.path.is_dir():
+    if reading.is_saved_dataset(source.path):
         records = reading.read_saved_dataset(source.path, {}, source.split)
     else:
         records = reading.read_rows(source.path, {})

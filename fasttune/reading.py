@@ -291,11 +291,9 @@ def read_saved_dataset(path: str | Path, fields: Fields, split: str | None = Non
     """The rows of a folder written by `datasets`' save_to_disk: a Dataset, or the `split` of a DatasetDict
     (places are rows, from 1)."""
     path = Path(path)
-    if not path.is_dir():
-        raise FasttuneError(f"Dataset folder not found: {path}.")
-    if not any((path / name).exists() for name in ("state.json", "dataset_dict.json")):
-        raise FasttuneError(f"{path} is a folder but not one written by datasets' save_to_disk (no state.json or "
-                            "dataset_dict.json). Point at a data file, or at a saved dataset's folder.")
+    if not is_saved_dataset(path):
+        raise FasttuneError(f"{path} is not a folder written by datasets' save_to_disk (no state.json or "
+                            "dataset_dict.json in it). Point at a data file, or at a saved dataset's folder.")
     from datasets import DatasetDict, load_from_disk
 
     data = load_from_disk(str(path))
@@ -311,12 +309,17 @@ def read_saved_dataset(path: str | Path, fields: Fields, split: str | None = Non
                               fields), path)
 
 
+def is_saved_dataset(path: Path) -> bool:
+    """Whether `path` is a folder that datasets' save_to_disk wrote (a Dataset or a DatasetDict)."""
+    return path.is_dir() and any((path / name).exists() for name in ("state.json", "dataset_dict.json"))
+
+
 def read_rows(path: str | Path, fields: Fields) -> list[Record]:
     """The rows of a data file, read as its name says: .jsonl/.ndjson (JSON lines), .json (an array of objects, or
     JSON lines as many tools write them), .csv, .tsv, .parquet; each may also end in .gz. A folder is read as one
     that datasets' save_to_disk wrote (`read_saved_dataset`)."""
     path = Path(path)
-    if path.is_dir():
+    if is_saved_dataset(path):
         return read_saved_dataset(path, fields)
     kind = data_format(path)
     if kind not in ROW_FORMATS:
