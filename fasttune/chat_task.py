@@ -9,6 +9,7 @@ named metrics (fasttune.scoring; default exact match, token F1, ROUGE-L, corpus 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from fasttune import own_data, scoring
 from fasttune.own_data import OwnDataConfig
@@ -30,7 +31,7 @@ class ConversationTask(Task):
     def __init__(self, data_dir: str | os.PathLike | None = None, config: OwnDataConfig | None = None, **options):
         """Options are the fields of OwnDataConfig (train_file=, eval_file=, columns=, labels=, ...); relative
         paths are taken from `data_dir` (default: the working folder)."""
-        super().__init__(data_dir if data_dir is not None else ".")
+        super().__init__(Path(data_dir if data_dir is not None else ".").resolve())
         self.options = config if config is not None else OwnDataConfig(**options)
         own_data.sources(self.options, self.formatting, self.data_dir)  # unknown columns and tags fail here
         self.train_on = self.options.train_on

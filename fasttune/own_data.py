@@ -108,11 +108,15 @@ class OwnDataConfig:
                                 f"answers. Set one of the two (metrics={self.metrics!r})")
         for name in self.metrics or ():
             if name not in scoring.NAMES:
-                problems.append(unknown_name("metric", name, scoring.NAMES).args[0].removeprefix("fasttune: ")
-                                .rstrip("."))
+                problems.append(_unknown("metric", name, scoring.NAMES).rstrip("."))
         if self.metrics is not None and not self.metrics:
             problems.append("metrics is empty; name at least one, or leave it out for the defaults")
         raise_problems(problems)
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> str:
+    """The message of `unknown_name` (close matches, then what exists), to follow a place."""
+    return unknown_name(kind, name, known).args[0].removeprefix("fasttune: ")
 
 
 def _label_problems(labels: list[str]) -> list[str]:
@@ -147,12 +151,23 @@ def sources(config: OwnDataConfig, formatting: Formatting, base: Path) -> tuple[
     else:
         check_column_keys(config.columns, formatting, "columns")
         check_tag_keys(config.tags, "tags")
-        train = Source(base / config.train_file, formatting, dict(config.columns), dict(config.tags))
+        train = Source(_local(base, config.train_file, "train_file"), formatting, dict(config.columns),
+                       dict(config.tags))
     if train.split is None and (train.path / "dataset_dict.json").exists():
         train, held_out = _saved_splits(train, held_out)
     if config.eval_file is not None:
-        held_out = Source(base / config.eval_file, formatting, train.columns, train.tags)
+        held_out = Source(_local(base, config.eval_file, "eval_file"), formatting, train.columns, train.tags)
     return train, held_out
+
+
+def _local(base: Path, given: str, option: str) -> Path:
+    """The local path of option `option`; a missing path shaped like a hub id ("org/name") gets its own error."""
+    path = base / given
+    if not path.exists() and given.count("/") == 1 and not Path(given).suffix and not given.startswith((".", "~")):
+        raise FasttuneError(f"{option}={given!r} is not a local file or folder, and looks like a hub dataset id; "
+                            "fasttune reads local data here. Save the dataset where there is network (datasets' "
+                            "load_dataset(...).save_to_disk('data/name')) and give that folder.")
+    return path
 
 
 def _saved_splits(train: Source, held_out: Source | None) -> tuple[Source, Source | None]:
@@ -178,8 +193,8 @@ def check_column_keys(columns: dict, formatting: Formatting, where: str) -> None
             raise FasttuneError(f"{where}: column key '{key}' is not supported: fasttune trains on system, user "
                                 f"and assistant text (columns.{key}={columns[key]!r}). Leave it out.")
         if key not in COLUMNS[formatting]:
-            error = unknown_name("column key", key, list(COLUMNS[formatting]))
-            raise FasttuneError(f"{where} (task '{TASK_OF[formatting]}'): {error.args[0].removeprefix('fasttune: ')}")
+            raise FasttuneError(f"{where} (task '{TASK_OF[formatting]}'): "
+                                f"{_unknown('column key', key, list(COLUMNS[formatting]))}")
 
 
 def check_tag_keys(tags: dict, where: str) -> None:
@@ -188,7 +203,7 @@ def check_tag_keys(tags: dict, where: str) -> None:
         raise FasttuneError(f"{where} must map tag keys to names (tags={tags!r}).")
     for key in tags:
         if key not in TAG_KEYS:
-            raise FasttuneError(f"{where}: {unknown_name('tag', key, list(TAG_KEYS)).args[0].removeprefix('fasttune: ')}")
+            raise FasttuneError(f"{where}: {_unknown('tag', key, list(TAG_KEYS))}")
 
 
 def dataset_entry(info: Path, name: str, formatting: Formatting) -> Source:
@@ -196,8 +211,7 @@ def dataset_entry(info: Path, name: str, formatting: Formatting) -> Source:
     entries = reading.read_json(info, {}, dict)
     by_name = {record.place.key: record for record in entries}
     if name not in by_name:
-        error = unknown_name("dataset", name, list(by_name))
-        raise FasttuneError(f"{info}: {error.args[0].removeprefix('fasttune: ')}")
+        raise FasttuneError(f"{info}: {_unknown('dataset', name, list(by_name))}")
     place, entry = by_name[name]
     hub = [key for key in HUB_KEYS if key in entry]
     if hub:
@@ -233,7 +247,7 @@ def dataset_entry(info: Path, name: str, formatting: Formatting) -> Source:
     split = entry.get("split")
     if (path / "dataset_dict.json").exists():
         return Source(path, formatting, columns, tags, split)
-    if split not in (None, "train"):  # a file or a single saved dataset is all one "train" split, as LLaMA-Factory has it
+    if split not in (None, "train"):  # a file or one saved dataset is all one "train" split, as in LLaMA-Factory
         raise place.error(f"field 'split' is {split!r}, but {entry['file_name']} holds one split (train). Leave "
                           "split out, or save the splits with datasets' DatasetDict.save_to_disk.", shape=True)
     return Source(path, formatting, columns, tags)
@@ -258,13 +272,13 @@ def read_conversations(source: Source, labels: list[str] | None = None) -> list[
         elif kind != first[0]:
             raise place.error(f"mixed formats in one file: this row is {kind or 'of neither format'}, but "
                               f"{first[1].at} is {first[0]}. Keep one format a file.", shape=True)
-        messages, reply_field = read_row(row, place, source)
+        messages, fields = read_row(row, place, source)
         found = conversation.conversation_problem(messages)
         if found:
             index, text = found
-            raise place.error(f"{text} ({_message_field(source, row, index)}).")
+            raise place.error(f"{text} (field '{fields[index]}')." if index is not None else f"{text}.")
         if labels is not None and messages[-1]["content"].strip() not in labels:
-            raise place.error(f"field '{reply_field}' is {reading.shown(messages[-1]['content'])}, expected one of "
+            raise place.error(f"field '{fields[-1]}' is {reading.shown(messages[-1]['content'])}, expected one of "
                               f"the labels {labels}.")
         conversations.append((place, messages))
     return conversations
@@ -278,7 +292,7 @@ def _check_mapped_columns(source: Source, records: list[reading.Record]) -> None
     for key in {*source.columns, *required}:
         name = source.columns.get(key, defaults[key])
         if name not in present:
-            error = unknown_name("column", name, present).args[0].removeprefix("fasttune: ")
+            error = _unknown("column", name, present)
             mapped = f"columns.{key}={name!r}" if key in source.columns else f"the default column of {key}"
             raise FasttuneError(f"{source.path} ({mapped}): {error} Map the file's columns with "
                                 f"columns: {{{key}: <column>}}.")
@@ -309,7 +323,8 @@ def _chat_layout(row: dict, source: Source, place: Place) -> tuple[str, str, str
     return held[0], source.tags.get("role_tag", keys[0]), source.tags.get("content_tag", keys[1])
 
 
-def _alpaca_row(row: dict, place: Place, source: Source) -> tuple[Messages, str]:
+def _alpaca_row(row: dict, place: Place, source: Source) -> tuple[Messages, list[str]]:
+    """The conversation of an alpaca row, and the field each of its messages came from."""
     names = {key: source.columns.get(key, default) for key, default in COLUMNS["alpaca"].items()}
     if names["prompt"] not in row:
         chat = next((column for column in MESSAGE_KEYS if column in row), None)
@@ -322,16 +337,20 @@ def _alpaca_row(row: dict, place: Place, source: Source) -> tuple[Messages, str]
               names["history"]: Field(list, items=Field(list, items=Field(), size=2), nonempty=False, optional=True)}
     reading.check_row(row, {name: rule for name, rule in fields.items()
                             if name in row or not rule.optional}, place)
-    messages = [{"role": "system", "content": row[names["system"]]}] if (row.get(names["system"]) or "").strip() else []
-    for question, answer in row.get(names["history"]) or []:
+    messages, fields = [], []
+    if (row.get(names["system"]) or "").strip():
+        messages, fields = [{"role": "system", "content": row[names["system"]]}], [names["system"]]
+    for turn, (question, answer) in enumerate(row.get(names["history"]) or []):
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        fields += [f"{names['history']}[{turn}][0]", f"{names['history']}[{turn}][1]"]
     query = row.get(names["query"]) or ""
     prompt = row[names["prompt"]] + ("\n" + query if query.strip() else "")
     messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": row[names["response"]]}]
-    return messages, names["response"]
+    return messages, [*fields, names["prompt"], names["response"]]
 
 
-def _chat_row(row: dict, place: Place, source: Source) -> tuple[Messages, str]:
+def _chat_row(row: dict, place: Place, source: Source) -> tuple[Messages, list[str]]:
+    """The conversation of a chat row, and the field each of its messages came from."""
     layout = _chat_layout(row, source, place)
     if layout is None:
         raise place.error(_no_messages(row, source), shape=True)
@@ -343,7 +362,7 @@ def _chat_row(row: dict, place: Place, source: Source) -> tuple[Messages, str]:
     roles = dict(ROLE_NAMES)
     roles.update({source.tags[f"{role}_tag"]: role for role in ("user", "assistant", "system")
                   if f"{role}_tag" in source.tags})
-    messages = []
+    messages, fields = [], []
     for index, item in enumerate(items):
         where = f"{column}[{index}]"
         for key in (role_key, content_key):
@@ -361,6 +380,7 @@ def _chat_row(row: dict, place: Place, source: Source) -> tuple[Messages, str]:
                 or role == source.tags.get("function_tag")) else " Name the role with tags (user_tag, ...)."
             raise place.error(f"field '{where}.{role_key}' is {role!r}, expected one of {sorted(roles)}.{tool}")
         messages.append({"role": roles[role], "content": item[content_key]})
+        fields.append(f"{where}.{content_key}")
     system_column = source.columns.get("system", "system")
     system = row.get(system_column)
     if system is not None and not isinstance(system, str):
@@ -370,8 +390,8 @@ def _chat_row(row: dict, place: Place, source: Source) -> tuple[Messages, str]:
             raise place.error(f"both field '{system_column}' and a system message ({column}[0]) give the system "
                               "prompt. Keep one.")
         messages.insert(0, {"role": "system", "content": system})
-    reply = next((i for i in range(len(items) - 1, -1, -1) if roles.get(items[i][role_key]) == "assistant"), 0)
-    return messages, f"{column}[{reply}].{content_key}"
+        fields.insert(0, system_column)
+    return messages, fields
 
 
 def _no_messages(row: dict, source: Source) -> str:
@@ -381,18 +401,6 @@ def _no_messages(row: dict, source: Source) -> str:
         return f"{missing}: an alpaca row. Train alpaca rows with task 'instruction'."
     return (f"{missing}; the row holds {', '.join(row) or 'nothing'}. Name the column with "
             "columns: {messages: <column>}.")
-
-
-def _message_field(source: Source, row: dict, index: int | None) -> str:
-    """The file's field that message `index` of the conversation came from, for errors."""
-    if index is None:
-        return "the whole row"
-    if source.formatting == "alpaca":
-        return f"message {index}"
-    column = _chat_layout(row, source, Place(source.path, "row", None))[0]
-    has_system_column = bool((row.get(source.columns.get("system", "system")) or "").strip())
-    return f"field '{column}[{index - has_system_column}]'" if index >= has_system_column else (
-        f"field '{source.columns.get('system', 'system')}'")
 
 
 # --- splits ----------------------------------------------------------------------------------------------------------

@@ -246,7 +246,7 @@ def test_an_empty_assistant_turn_is_refused_naming_file_line_and_field(tmp_path)
     rows = chat_rows(3)
     rows[1]["messages"][3]["content"] = " "
     with pytest.raises(FasttuneError, match=r"chats.jsonl, row 2: the assistant turn is empty \(' '\).*"
-                                            r"\(field 'messages\[3\]'\)"):
+                                            r"\(field 'messages\[3\].content'\)"):
         chat(tmp_path, rows).load("train")
     empty_output = alpaca_rows(3)
     empty_output[2]["output"] = ""
@@ -258,7 +258,7 @@ def test_a_conversation_ending_on_a_user_turn_is_refused_naming_file_line_and_fi
     rows = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
                                {"from": "human", "value": "Bye"}], "system": "Be kind."}]
     with pytest.raises(FasttuneError, match=r"chats.jsonl, row 1: the conversation ends on a user turn; it must end "
-                                            r"on the assistant reply to train on \(field 'conversations\[2\]'\)"):
+                                            r"on the assistant reply to train on \(field 'conversations\[2\].value'\)"):
         chat(tmp_path, rows).load("train")
 
 
@@ -370,3 +370,10 @@ def test_a_dataset_info_entry_trains_evaluates_and_exports(tmp_path, tiny_model_
     task = fasttune.tasks.get("chat", dataset_info=info, dataset="doubles", test_percent=25)
     _, report = train_evaluate_export(task, tiny_model_dir, tmp_path)
     assert report.n == 4 and report.records[0]["id"].startswith("doubles.json, item ")
+
+
+def test_a_hub_dataset_id_is_refused_with_what_to_do_until_hub_reading_lands(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FasttuneError, match=r"train_file='tatsu-lab/alpaca' is not a local file or folder, and looks "
+                                            r"like a hub dataset id.*save_to_disk"):
+        fasttune.tasks.get("instruction", train_file="tatsu-lab/alpaca")
