@@ -539,6 +539,8 @@ def _converter(annotation: Any, optional: bool) -> Callable[[str], Any]:
             return next(choice for choice in choices if str(choice) == text)
         if annotation in (int, float, str):
             return annotation(text)
+        if str in typing.get_args(annotation):  # e.g. str | os.PathLike
+            return text
         return yaml.safe_load(text)  # a mapping or a list given as YAML/JSON text
 
     convert.__name__ = _type_name(annotation)
@@ -549,6 +551,8 @@ def _metavar(annotation: Any, optional: bool) -> str:
     if typing.get_origin(annotation) is Literal or annotation is bool:
         choices = typing.get_args(annotation) if annotation is not bool else ("true", "false")
         return "{" + ",".join(map(str, (*choices, *(["none"] if optional else [])))) + "}"
+    if str in typing.get_args(annotation):
+        return "STR"
     return getattr(annotation, "__name__", "VALUE").upper()
 
 

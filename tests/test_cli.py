@@ -264,3 +264,88 @@ def test_a_functions_keyword_defaults_are_its_configs_defaults(function, config)
     assert len(shared) >= 2
     normalised = {name: list(value) if isinstance(value, tuple) else value for name, value in defaults.items()}
     assert {name: normalised[name] for name in shared} == {name: fields[name] for name in shared}
+
+
+# --- the user's own data, one command each (tasks chat and instruction) -----------------------------------------------
+
+def _own_data_run(tmp_path, monkeypatch, tiny_model_dir, task_lines: str, metrics: set[str]):
+    """`fasttune train --config run.yaml` with a ten-line file: train, evaluate, export; files relative to the
+    working folder, as a user writes them."""
+    monkeypatch.chdir(tmp_path)
+    config = _write(tmp_path / "run.yaml", "task:\n" + task_lines + """\
+  test_percent: 25
+max_steps: 2
+batch_size: 4
+eval: {limit: 4, max_new_tokens: 4}
+export: {formats: [adapter], max_new_tokens: 2}
+""")
+    assert len(config.read_text().splitlines()) <= 11
+    done = cli.run(["train", "--config", "run.yaml", "--model.name_or_path", str(tiny_model_dir),
+                    "--model.dtype", "float32", "--output_dir", "run", "--save_steps", "none",
+                    "--logging_steps", "1"])
+    run = done["run"]
+    assert len(run.losses) == 2 and all(loss > 0 for _, loss in run.losses)
+    saved = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert saved["n"] == 4 and set(saved["metrics"]) >= metrics
+    card = json.loads((tmp_path / "run" / "export" / "adapter" / "fasttune.json").read_text())
+    assert card["evaluations"][0]["metrics"] == saved["metrics"] and card["task"]["name"] == run.model.card[
+        "task"]["name"]
+    return done, json.loads((tmp_path / "run" / "config.json").read_text())
+
+
+def test_an_alpaca_jsonl_trains_evaluates_and_exports_with_one_command(tmp_path, monkeypatch, tiny_model_dir):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "alpaca.jsonl").write_text("".join(json.dumps(
+        {"instruction": f"Is {n} even or odd?", "input": "", "output": "even" if n % 2 == 0 else "odd"}) + "\n"
+        for n in range(40)))
+    done, recorded = _own_data_run(tmp_path, monkeypatch, tiny_model_dir,
+                                   "  name: instruction\n  train_file: data/alpaca.jsonl\n  labels: [even, odd]\n",
+                                   {"accuracy", "recall_even"})
+    assert done["eval"].engine == "loglik"
+    assert recorded["task"]["labels"] == ["even", "odd"] and recorded["task"]["train_file"] == "data/alpaca.jsonl"
+
+
+def test_a_multi_turn_openai_messages_jsonl_trains_evaluates_and_exports_with_one_command(tmp_path, monkeypatch,
+                                                                                          tiny_model_dir):
+    (tmp_path / "chats.jsonl").write_text("".join(json.dumps({"messages": [
+        {"role": "system", "content": "Count."}, {"role": "user", "content": f"Say the number {n}."},
+        {"role": "assistant", "content": str(n)}, {"role": "user", "content": "And the next one?"},
+        {"role": "assistant", "content": str(n + 1)}]}) + "\n" for n in range(40)))
+    done, _ = _own_data_run(tmp_path, monkeypatch, tiny_model_dir, "  name: chat\n  train_file: chats.jsonl\n",
+                            {"exact_match", "f1", "rougeL", "bleu"})
+    assert done["eval"].engine == "generate"
+
+
+def test_a_csv_with_own_column_names_trains_evaluates_exports_and_its_config_json_trains_it_again(
+        tmp_path, monkeypatch, tiny_model_dir):
+    rows = "".join(f"What comes after {n}?,{n + 1}\n" for n in range(40))
+    (tmp_path / "qa.csv").write_text("question,answer\n" + rows)
+    done, recorded = _own_data_run(tmp_path, monkeypatch, tiny_model_dir, """\
+  name: instruction
+  train_file: qa.csv
+  columns: {prompt: question, response: answer}
+  metrics: [exact_match, f1]
+""", {"exact_match", "f1"})
+    assert recorded["task"]["columns"] == {"prompt": "question", "response": "answer"}
+    again = cli.run(["train", "--config", "run/config.json", "--output_dir", "again"])
+    assert (tmp_path / "again" / "adapter" / "adapter_model.safetensors").read_bytes() == (
+        done["run"].adapter_dir / "adapter_model.safetensors").read_bytes()
+
+
+def test_a_llama_factory_dataset_info_entry_trains_evaluates_and_exports_with_one_command(tmp_path, monkeypatch,
+                                                                                          tiny_model_dir):
+    (tmp_path / "doubles.json").write_text(json.dumps([{"conversations": [
+        {"from": "human", "value": f"Double {n}."}, {"from": "gpt", "value": str(2 * n)}]} for n in range(40)]))
+    (tmp_path / "dataset_info.json").write_text(json.dumps(
+        {"doubles": {"file_name": "doubles.json", "formatting": "sharegpt"}}))
+    done, recorded = _own_data_run(tmp_path, monkeypatch, tiny_model_dir,
+                                   "  name: chat\n  dataset_info: dataset_info.json\n  dataset: doubles\n",
+                                   {"exact_match", "f1"})
+    assert done["eval"].records[0]["id"].startswith("doubles.json, item ") and recorded["task"]["dataset"] == "doubles"
+
+
+def test_an_unknown_own_data_option_in_the_file_suggests_the_close_match(tmp_path):
+    config = _write(tmp_path / "run.yaml", "task:\n  name: instruction\n  train_fil: rows.jsonl\n")
+    with pytest.raises(fasttune.FasttuneError, match=r"run.yaml, section task: Unknown key 'train_fil'. "
+                                                     r"Did you mean: train_file"):
+        cli.parse(cli.COMMANDS["train"], ["--config", str(config)])
