@@ -15,6 +15,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import re
 import sys
 import textwrap
 import types
@@ -41,6 +42,18 @@ from fasttune.progress import console
 from fasttune.serve import ServeConfig
 from fasttune.suite import SuiteConfig
 from fasttune.task import Task
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only true and false, so that labels such as [yes, no] or
+    [on, off] stay text (YAML 1.1 reads them as booleans)."""
+
+
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
 
 
 @dataclass
@@ -337,7 +350,7 @@ def read_config_file(path: Path) -> dict:
         values = read_json(path, "Fix the file")
     elif path.suffix.lower() in (".yaml", ".yml"):
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+            values = yaml.load(path.read_text(encoding="utf-8"), Loader=Yaml12Loader)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -541,7 +554,7 @@ def _converter(annotation: Any, optional: bool) -> Callable[[str], Any]:
             return annotation(text)
         if str in typing.get_args(annotation):  # e.g. str | os.PathLike
             return text
-        return yaml.safe_load(text)  # a mapping or a list given as YAML/JSON text
+        return yaml.load(text, Loader=Yaml12Loader)  # a mapping or a list given as YAML/JSON text
 
     convert.__name__ = _type_name(annotation)
     return convert

@@ -349,3 +349,13 @@ def test_an_unknown_own_data_option_in_the_file_suggests_the_close_match(tmp_pat
     with pytest.raises(fasttune.FasttuneError, match=r"run.yaml, section task: Unknown key 'train_fil'. "
                                                      r"Did you mean: train_file"):
         cli.parse(cli.COMMANDS["train"], ["--config", str(config)])
+
+
+def test_yaml_yes_and_no_stay_text_and_only_true_and_false_are_booleans(tmp_path):
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"instruction": f"Is {n} even?", "input": "",
+                                                             "output": "yes" if n % 2 == 0 else "no"}) + "\n"
+                                                 for n in range(8)))
+    config = _write(tmp_path / "run.yaml", f"task:\n  name: instruction\n  train_file: {tmp_path / 'rows.jsonl'}\n"
+                                           "  labels: [yes, no]\nmodel: {trust_remote_code: true}\n")
+    parsed = cli.parse(cli.COMMANDS["train"], ["--config", str(config)])
+    assert parsed["task"].labels == ["yes", "no"] and parsed["model"].trust_remote_code is True
