@@ -47,8 +47,8 @@ class SuiteConfig:
             raise FasttuneError(f"Unknown suite (suite={self.name!r}). Available: {', '.join(SUITES)}.")
 
 
-def run_suite(name: str, *, model, data_root: str | Path, limit: int | None, out: str | Path,
-              engine: str = "auto", seed: int = 0) -> dict:
+def run_suite(name: str, *, model: str | Path | fasttune.Model | None, data_root: str | Path, limit: int | None,
+              out: str | Path, engine: str = "auto", seed: int = 0) -> dict:
     """Evaluate `model` (a folder, an adapter folder, a loaded Model, or None for the embedded model) on every task
     of suite `name`; the other arguments are the fields of SuiteConfig."""
     SuiteConfig(name, str(data_root), limit, str(out), engine, seed)
