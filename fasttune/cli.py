@@ -308,8 +308,7 @@ def parse(command: Command, argv: list[str], prog: str = "fasttune") -> dict[str
         if not unknown.startswith("-"):
             raise FasttuneError(f"Unexpected argument '{unknown}': every setting is an option (--name value). "
                                 f"See {prog} --help.")
-        raise unknown_name("option", unknown, sorted(s for a in parser._actions for s in a.option_strings
-                                                      if s.startswith("--")))
+        raise unknown_name("option", unknown, ["--config", "--help", *(f"--{key}" for key in schema.options)])
     values = conform_file(values, schema, source)
     for key, value in vars(flags).items():
         if key != "config":
