@@ -191,7 +191,7 @@ def test_config_json_of_a_run_trains_the_bitwise_same_adapter_again(trained, tmp
 def test_eval_command_scores_the_trained_adapter_and_saves_the_report(trained, tmp_path):
     _, done = trained
     report = cli.run(["eval", "--model.name_or_path", str(done["run"].adapter_dir), "--model.dtype", "float32",
-                      "--task.name", "larger_number", "--limit", "4", "--out", str(tmp_path)])
+                      "--task.name", "larger_number", "--task.high", "500", "--limit", "4", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "larger_number.json").read_text())
     assert report.n == 4 and saved["metrics"] == report.metrics
     assert report.metrics == done["eval"].metrics  # the same adapter on the same examples
