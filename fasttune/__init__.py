@@ -30,6 +30,7 @@ _LAZY = {
     "compare": "fasttune.comparison", "Comparison": "fasttune.comparison",
     "export": "fasttune.exporting", "ExportResult": "fasttune.exporting",
     "merge_adapters": "fasttune.merging",
+    "OwnDataConfig": "fasttune.own_data",
 }
 
 
