@@ -379,33 +379,6 @@ def test_a_hub_dataset_id_is_refused_with_what_to_do_until_hub_reading_lands(tmp
         fasttune.tasks.get("instruction", train_file="tatsu-lab/alpaca")
 
 
-@pytest.mark.slow
-def test_the_embedded_model_learns_a_multi_turn_chat_file_and_its_exact_match_rises(tmp_path):
-    import random
-
-    rng = random.Random(0)
-    pairs = list({tuple(rng.sample(range(100, 1000), 2)) for _ in range(600)})[:380]
-
-    def row(a, b):
-        return {"messages": [{"role": "user", "content": f"Here are two numbers: {a} and {b}."},
-                             {"role": "assistant", "content": f"Got them: {a} and {b}."},
-                             {"role": "user", "content": "Which one is larger? Answer with the number only."},
-                             {"role": "assistant", "content": str(max(a, b))}]}
-
-    write_jsonl(tmp_path / "train.jsonl", [row(a, b) for a, b in pairs[:320]])
-    write_jsonl(tmp_path / "eval.jsonl", [row(a, b) for a, b in pairs[320:]])
-    task = fasttune.tasks.get("chat", data_dir=tmp_path, train_file="train.jsonl", eval_file="eval.jsonl")
-    config = EvalConfig(max_new_tokens=6)
-    model = fasttune.load()
-    base = fasttune.evaluate(model, task, config=config)
-    run = fasttune.train(model, task, max_steps=20, batch_size=8, output_dir=str(tmp_path / "run"))
-    tuned = fasttune.evaluate(run.model, task, config=config)
-    print(f"exact_match {base.metrics['exact_match']:.3f} -> {tuned.metrics['exact_match']:.3f}; losses {run.losses}; "
-          f"{run.seconds:.0f}s")
-    assert base.n == tuned.n == 60
-    assert tuned.metrics["exact_match"] >= base.metrics["exact_match"] + 0.25
-
-
 def test_an_unknown_task_option_suggests_the_close_one():
     with pytest.raises(FasttuneError, match=r"Unknown option of task 'chat' 'trian_file'. Did you mean: train_file"):
         fasttune.tasks.get("chat", trian_file="x.jsonl")
