@@ -13,7 +13,7 @@ from scipy import stats
 
 from fasttune import data, hooks
 from fasttune.backend import Model
-from fasttune.engines import Completion, Engine, TransformersEngine, engine_for
+from fasttune.engines import Engine, engine_for
 from fasttune.errors import FasttuneError, not_positive, raise_problems
 from fasttune.report import Report
 from fasttune.task import Task
@@ -86,15 +86,6 @@ def _pick_choices(engine: Engine, task: Task, examples: list[dict], prompts: lis
             f"or its dtype overflows ({engine.precision}): retrain with a lower "
             "learning_rate, or load in bfloat16/float32.")
     return [options[int(np.argmax(s))] for options, s in zip(choices, scores, strict=True)]
-
-
-def generate(model: Model, prompts: list[list[int]], *, max_new_tokens: int, batch_size: int = 16,
-             num_samples: int = 1, temperature: float = 0.0, description: str = "generating") -> list[list[Completion]]:
-    """`num_samples` completions of each tokenized chat prompt (see `TransformersEngine.generate`); the caller sets
-    inference or training mode."""
-    return TransformersEngine(model.model, model.tokenizer, model.name).generate(
-        prompts, max_new_tokens, batch_size=batch_size, num_samples=num_samples, temperature=temperature,
-        description=description)
 
 
 def score_outputs(task: Task, examples: list[dict], outputs: list[str], *, model_name: str, engine: str,
