@@ -20,6 +20,15 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     return model, task, base, run
 
 
+def test_training_pins_the_tiny_models_first_losses(tiny_run):
+    # Measured on this project's 2-core CPU machine (2026-12-02); runs are bitwise reproducible on one machine,
+    # the tolerance leaves room for another CPU's float rounding.
+    _, _, _, run = tiny_run
+    assert run.losses == [(2, pytest.approx(10.767941, rel=1e-4)), (4, pytest.approx(10.734812, rel=1e-4)),
+                          (6, pytest.approx(10.693130, rel=1e-4)), (8, pytest.approx(10.722902, rel=1e-4)),
+                          (10, pytest.approx(10.705418, rel=1e-4))]
+
+
 def test_training_records_finite_moving_losses_and_draws_them(tiny_run):
     _, _, _, run = tiny_run
     losses = [loss for _, loss in run.losses]
