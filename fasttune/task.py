@@ -100,6 +100,15 @@ class Task:
         """The chat prompt and gold completion for one example."""
         raise NotImplementedError
 
+    def conversation(self, example: Example) -> Messages | None:
+        """The whole conversation of a multi-turn example, trained with the loss on its assistant turns (all, or the
+        last when `train_on` is "last"; see fasttune.conversation); None (the default) trains on `format`'s prompt
+        and completion."""
+        return None
+
+    train_on: Literal["all", "last"] = "all"
+    """Which assistant turns of `conversation(example)` carry the loss."""
+
     def answer(self, example: Example) -> Any:
         """The gold answer of an example, in the form `parse_answer` returns."""
         raise NotImplementedError
