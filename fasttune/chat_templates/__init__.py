@@ -21,7 +21,9 @@ TEMPLATES: dict[str, Path] = {name: FOLDER / f"{name}.jinja" for name in (
 CARD_KEY = "chat_template"
 MODEL_OWN = "model"
 """The card's template name when the model's own template was used."""
-_PROBE = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+_PROBE = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"},
+          {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Name a colour."},
+          {"role": "assistant", "content": "Blue."}]
 
 
 def template_text(chat_template: str | os.PathLike) -> tuple[str, str]:
@@ -82,22 +84,32 @@ def require(tokenizer) -> None:
 
 
 def check(tokenizer, name: str) -> None:
-    """Raise when the template on `tokenizer` cannot render a system/user/assistant conversation, or does not close an
-    assistant turn with one token of this tokenizer (the token a trained model stops on)."""
-    from fasttune import data
+    """Raise when the template on `tokenizer` cannot mark where assistant turns start and end: it must render a
+    two-turn conversation, set a reply apart from a user turn, and nest as fasttune.conversation needs (each reply
+    and its end-of-turn token extend the prompt that asks for it)."""
+    from fasttune import backend, conversation
 
+    template = f"chat template {name}"
     try:
-        tail = data.text_after_assistant_turn(lambda messages: tokenizer.apply_chat_template(
-            _PROBE[:1] + messages, tokenize=False))
+        end_of_turn = backend.end_of_turn_token(tokenizer)
+        marked = _marks_replies(tokenizer)
     except Exception as error:  # jinja raises many types: syntax errors, raise_exception, undefined names
         line = f", line {error.lineno}" if getattr(error, "lineno", None) else ""
-        raise FasttuneError(f"The chat template cannot render a system, user and assistant message "
-                            f"(chat_template={name}{line}: {type(error).__name__}: {error}). Fix the template, or "
-                            f"pick one of {', '.join(TEMPLATES)}.") from None
-    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
-    first = tokenizer.convert_ids_to_tokens(ids[:1])
-    if not first or first[0] not in set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab()):
-        raise FasttuneError(f"The chat template does not end an assistant turn with a special token of this "
-                            f"tokenizer (chat_template={name}, text after a reply: {tail[:40]!r}), so a trained model "
-                            f"could not mark where its reply ends. Use a template written for this model's "
-                            "tokenizer (its turn markers must be tokens of its vocabulary).")
+        raise FasttuneError(f"The chat template cannot render a conversation (chat_template={name}{line}: "
+                            f"{type(error).__name__}: {error}). Fix the template, or pick one of "
+                            f"{', '.join(TEMPLATES)}.") from None
+    if not marked:
+        raise FasttuneError(f"The {template} cannot mark where assistant turns start and end: a reply begins with "
+                            "the same text as a user turn, so a model could not tell whose turn it is. Give each "
+                            f"role its own marker (e.g. chatml's <|im_start|>assistant) or pick one of "
+                            f"{', '.join(TEMPLATES)}.")
+    conversation.encode(tokenizer, _PROBE, end_of_turn, where="Checking a two-turn conversation", template=template)
+
+
+def _marks_replies(tokenizer) -> bool:
+    """Whether the text between a user message and the reply differs from the text between a reply and the next user
+    message (role markers, or mistral's [/INST] and [INST])."""
+    marks = [f"\u2063{index}\u2063" for index in range(4)]
+    text = tokenizer.apply_chat_template([{"role": ("user", "assistant")[index % 2], "content": mark}
+                                          for index, mark in enumerate(marks)], tokenize=False)
+    return text.split(marks[0])[1].split(marks[1])[0] != text.split(marks[1])[1].split(marks[2])[0]
