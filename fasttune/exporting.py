@@ -210,7 +210,7 @@ def merge_to_16bit(adapter_dir: Path | None, base_path: Path, folder: Path, dtyp
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir or base_path, local_files_only=True)
     trained_with = chat_templates.from_card(card)
-    if trained_with is not None:  # the template training used, also where the source folder's tokenizer has another
+    if trained_with is not None:  # the card's template wins over the folder's (e.g. a base given chat_template=)
         tokenizer.chat_template = trained_with
     if embedded.has_byte_fallback_mismatch(tokenizer):
         embedded.fix_byte_level_decoding(tokenizer)

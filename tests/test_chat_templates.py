@@ -190,6 +190,16 @@ def test_a_base_model_without_a_template_is_refused_for_a_chat_task_until_one_is
     assert fasttune.evaluate(tuned, task, limit=2).n == 2
 
 
+def test_a_model_loaded_with_a_template_and_exported_untrained_carries_it(base_without_template, tmp_path):
+    from transformers import AutoTokenizer
+
+    model = fasttune.load(base_without_template, dtype=torch.float32, chat_template="qwen-2.5")
+    result = fasttune.export(model, tmp_path / "export", formats=("merged_16bit",))
+    qwen = chat_templates.template_text("qwen-2.5")[1]
+    assert AutoTokenizer.from_pretrained(result.merged_dir).chat_template == qwen
+    assert json.loads((result.merged_dir / "fasttune.json").read_text())["chat_template"]["name"] == "qwen-2.5"
+
+
 @pytest.fixture(scope="module")
 def exported(base_without_template, tmp_path_factory):
     model = fasttune.load(base_without_template, dtype=torch.float32, chat_template="chatml")

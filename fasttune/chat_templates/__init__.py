@@ -75,12 +75,12 @@ def from_card(card: dict) -> str | None:
 
 
 def require(tokenizer) -> None:
-    """Raise when `tokenizer` has no chat template: fasttune's tasks are conversations."""
+    """Raise when `tokenizer` has no chat template: fasttune renders every task's prompts as a conversation."""
     if tokenizer.chat_template is None:
         raise FasttuneError(
-            f"The model has no chat template (chat_template=None), as base models often do, and this task is a "
-            f"conversation. Pick one in load(..., chat_template=...) from {', '.join(TEMPLATES)} or give a .jinja "
-            "file.")
+            f"The model has no chat template (chat_template=None), as base models often do, and fasttune renders "
+            f"prompts as conversations. Pick one in load(..., chat_template=...) from {', '.join(TEMPLATES)} or "
+            "give a .jinja file.")
 
 
 def check(tokenizer, name: str) -> None:
