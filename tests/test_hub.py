@@ -107,6 +107,28 @@ def test_an_uncached_hub_id_offline_is_an_error_naming_it_and_the_network_is_nev
     assert no_network == []
 
 
+def test_an_adapter_from_the_hub_loads_with_the_base_it_names_by_hub_id(offline_hub, no_network, tmp_path,
+                                                                        tiny_model_dir):
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    torch.manual_seed(0)
+    adapter = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    adapter.save_pretrained(tmp_path / "adapter")  # PEFT's own files only: no fasttune card
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps({**config,
+                                                                          "base_model_name_or_path": MODEL_ID}))
+    lay_out_as_hub_cache(tmp_path / "adapter", offline_hub / "hub", "fasttune-test/tiny-lora")
+    model = fasttune.load("fasttune-test/tiny-lora", dtype=torch.float32)
+    assert model.base_path.parent.parent.name == "models--fasttune-test--tiny-llama"
+    assert model.adapter_dir.parent.parent.name == "models--fasttune-test--tiny-lora"
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(model.model(input_ids=ids).logits, adapter.eval()(input_ids=ids).logits)
+    assert no_network == []
+
+
 def test_a_cached_model_with_pickled_weights_only_is_refused(offline_hub, tmp_path, tiny_model_dir):
     from safetensors.torch import load_file
 
