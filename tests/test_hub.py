@@ -142,6 +142,33 @@ def test_a_cached_model_with_pickled_weights_only_is_refused(offline_hub, tmp_pa
         fasttune.load("fasttune-test/pickled")
 
 
+REPO_FILES = ["config.json", "generation_config.json", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
+              "pytorch_model.bin", "training_args.bin", "original/consolidated.00.pth", "flax_model.msgpack",
+              "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "merges.txt",
+              "vocab.json", "tokenizer.model", "modeling_custom.py", "configuration_custom.py"]
+
+
+@pytest.mark.parametrize("trust_remote_code", [False, True])
+def test_a_download_fetches_safetensors_and_tokenizer_files_and_code_only_when_trusted(monkeypatch, tmp_path,
+                                                                                       trust_remote_code):
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    asked = {}
+
+    def snapshot_download(repo_id, **kwargs):
+        asked.update(kwargs, repo_id=repo_id)
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert hub.model_folder("org/model", trust_remote_code=trust_remote_code) == tmp_path
+    fetched = set(filter_repo_objects(REPO_FILES, allow_patterns=asked["allow_patterns"]))  # the hub's own filter
+    assert asked["repo_id"] == "org/model" and asked["repo_type"] == "model"
+    code = {"modeling_custom.py", "configuration_custom.py"}
+    pickled = {"pytorch_model.bin", "training_args.bin", "original/consolidated.00.pth", "flax_model.msgpack"}
+    assert fetched == set(REPO_FILES) - pickled - (set() if trust_remote_code else code)
+
+
 def test_what_reads_as_a_hub_id(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
