@@ -142,10 +142,11 @@ def test_a_cached_model_with_pickled_weights_only_is_refused(offline_hub, tmp_pa
         fasttune.load("fasttune-test/pickled")
 
 
-REPO_FILES = ["config.json", "generation_config.json", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
-              "pytorch_model.bin", "training_args.bin", "original/consolidated.00.pth", "flax_model.msgpack",
-              "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "merges.txt",
-              "vocab.json", "tokenizer.model", "modeling_custom.py", "configuration_custom.py"]
+REPO_FILES = ["config.json", "generation_config.json", "model-00001-of-00002.safetensors",
+              "model.safetensors.index.json", "pytorch_model.bin", "training_args.bin", "original/consolidated.00.pth",
+              "flax_model.msgpack", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+              "chat_template.jinja", "merges.txt", "vocab.json", "tokenizer.model", "modeling_custom.py",
+              "configuration_custom.py"]
 
 
 @pytest.mark.parametrize("trust_remote_code", [False, True])

@@ -40,8 +40,8 @@ def template_text(chat_template: str | os.PathLike) -> tuple[str, str]:
 
 
 def use(tokenizer, chat_template: str | os.PathLike) -> dict:
-    """Put the named template (or .jinja file) on `tokenizer`, after checking it renders a conversation and closes
-    assistant turns with a token of this tokenizer; returns the card entry {"name", "text"}."""
+    """Put the named template (or .jinja file) on `tokenizer` once `check` accepts it there (a refused one leaves the
+    tokenizer as it was); returns the card entry {"name", "text"}."""
     name, text = template_text(chat_template)
     previous = tokenizer.chat_template
     tokenizer.chat_template = text
@@ -70,7 +70,7 @@ def from_card(card: dict) -> str | None:
         return None
     if not isinstance(entry, dict) or not isinstance(entry.get("text"), (str, dict)):
         raise FasttuneError(f"The card's {CARD_KEY} entry is not {{'name': str, 'text': str}} "
-                            f"({CARD_KEY}={str(entry)[:80]!r}). Remove it to fall back on the saved tokenizer's.")
+                            f"({CARD_KEY}={str(entry)[:80]!r}). Remove it to use the base model's template.")
     return entry["text"]
 
 
@@ -99,7 +99,7 @@ def check(tokenizer, name: str) -> None:
                             f"{type(error).__name__}: {error}). Fix the template, or pick one of "
                             f"{', '.join(TEMPLATES)}.") from None
     if not marked:
-        raise FasttuneError(f"The {template} cannot mark where assistant turns start and end: a reply begins with "
+        raise FasttuneError(f"The {template} cannot mark where assistant turns start and end: a reply is opened by "
                             "the same text as a user turn, so a model could not tell whose turn it is. Give each "
                             f"role its own marker (e.g. chatml's <|im_start|>assistant) or pick one of "
                             f"{', '.join(TEMPLATES)}.")
