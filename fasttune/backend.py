@@ -24,7 +24,7 @@ import peft  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
 
-from fasttune import data, embedded, hooks, memory  # noqa: E402
+from fasttune import chat_templates, data, embedded, hooks, hub, memory  # noqa: E402
 from fasttune.card import read_card, resolve_base_model  # noqa: E402
 from fasttune.errors import FasttuneError  # noqa: E402
 
@@ -49,7 +49,7 @@ class Model:
 
     @property
     def name(self) -> str:
-        return self.base_path.name + (f"+{self.adapter_dir.name}" if self.adapter_dir else "")
+        return hub.model_name(self.base_path) + (f"+{self.adapter_dir.name}" if self.adapter_dir else "")
 
     @property
     def device(self) -> torch.device:
@@ -64,8 +64,13 @@ class Model:
 @hooks.library_scope()
 def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = True, max_seq_length: int = 2048,
          dtype: torch.dtype | None = None, trust_remote_code: bool = False,
-         max_memory_gib: float | None = None) -> Model:
+         max_memory_gib: float | None = None, chat_template: str | os.PathLike | None = None) -> Model:
     """Load a causal LM (default: the embedded SmolLM2-135M-Instruct), or a fasttune adapter folder with its base.
+
+    `name_or_path` is a folder, an adapter folder, or a model hub id ("Qwen/Qwen2.5-0.5B-Instruct"), which is
+    downloaded into the Hugging Face cache, or read from it alone under HF_HUB_OFFLINE=1 (see fasttune.hub).
+    `chat_template` replaces the model's own: a name from fasttune.chat_templates.TEMPLATES (chatml, llama-3,
+    qwen-2.5, qwen-3, gemma, mistral, phi-3) or a .jinja file; an adapter keeps the template it was trained with.
 
     On a CUDA GPU with `fasttune[gpu]` installed the model is loaded by Unsloth, in 4-bit when `load_in_4bit`;
     elsewhere by transformers in `dtype` (default bfloat16), and `load_in_4bit` is ignored. Weights are read from
@@ -75,12 +80,15 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
     On a CPU nothing is capped, but training plans its batches within the cap less the RAM the process holds.
     """
     path = embedded.hf_folder() if name_or_path is None else Path(name_or_path).expanduser()
+    if not path.is_dir() and hub.looks_like_hub_id(name_or_path):
+        path = hub.model_folder(str(name_or_path), trust_remote_code=trust_remote_code)
     if not path.is_dir():
         raise _not_a_folder(name_or_path)
     memory.limit_memory(max_memory_gib)
     if (path / "adapter_config.json").exists():
         return _load_adapter(path, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, dtype=dtype,
-                             trust_remote_code=trust_remote_code, max_memory_gib=max_memory_gib)
+                             trust_remote_code=trust_remote_code, max_memory_gib=max_memory_gib,
+                             chat_template=chat_template)
     if not any(path.glob("*.safetensors")):
         raise FasttuneError(f"No safetensors weights in {path} (name_or_path={name_or_path}). fasttune reads "
                             "weights from safetensors only (pickled .bin files can run code): convert them with "
@@ -101,22 +109,18 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
             raise
         raise FasttuneError(f"The model in {path} ships its own Python code (trust_remote_code=False). Read that "
                             "code, then load(..., trust_remote_code=True) if you trust it.") from None
+    card = {}
+    if chat_template is not None:
+        card[chat_templates.CARD_KEY] = chat_templates.use(tokenizer, chat_template)
     _ensure_padding(tokenizer)
     return Model(model, tokenizer, path, "unsloth" if USE_UNSLOTH else "transformers", max_seq_length,
-                 max_memory_gib=max_memory_gib)
+                 max_memory_gib=max_memory_gib, card=card)
 
 
 def _not_a_folder(name_or_path) -> FasttuneError:
-    text = str(name_or_path)
-    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).parent.exists()
-    if looks_like_hub_id:
-        return FasttuneError(
-            f"'{text}' looks like a model hub id, and fasttune does not download models (name_or_path={text}). "
-            f"Download it where there is network, e.g. `hf download {text} --local-dir models/{text.split('/')[1]}`, "
-            f"then load that folder: fasttune.load('models/{text.split('/')[1]}').")
-    return FasttuneError(f"Model folder not found (name_or_path={name_or_path}). fasttune loads models from "
-                         "local folders (no hub downloads): pass a folder with config.json and safetensors "
-                         "weights, a fasttune adapter folder, or nothing for the embedded default.")
+    return FasttuneError(f"Model folder not found (name_or_path={name_or_path}). Pass a folder with config.json and "
+                         "safetensors weights, a fasttune adapter folder, a model hub id such as "
+                         "'Qwen/Qwen2.5-0.5B-Instruct', or nothing for the embedded default.")
 
 
 def _load_adapter(adapter_dir: Path, **kwargs) -> Model:
@@ -126,17 +130,21 @@ def _load_adapter(adapter_dir: Path, **kwargs) -> Model:
     card = read_card(adapter_dir)
     model = load(resolve_base_model(adapter_dir, card), **kwargs)
     model.model = peft.PeftModel.from_pretrained(model.model, adapter_dir, is_trainable=False, use_safetensors=True)
+    trained_with = chat_templates.from_card(card)
+    if kwargs["chat_template"] is None and trained_with is not None:
+        model.tokenizer.chat_template = trained_with
     model.adapter_dir, model.card = adapter_dir, card
     return model
 
 
 def _ensure_padding(tokenizer) -> None:
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = end_of_turn_token(tokenizer)
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.chat_template is None else end_of_turn_token(tokenizer)
 
 
 def end_of_turn_token(tokenizer) -> str:
     """The special token that the chat template writes right after an assistant message."""
+    chat_templates.require(tokenizer)
     tail = data.text_after_assistant_turn(lambda messages: tokenizer.apply_chat_template(messages, tokenize=False))
     for token in sorted(tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()), key=len, reverse=True):
         if tail.startswith(token):

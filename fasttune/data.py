@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fasttune import conversation
+from fasttune import chat_templates, conversation
 from fasttune.errors import FasttuneError
 from fasttune.task import Example, Messages, Sample, Task
 
@@ -15,6 +15,7 @@ def render_prompt(tokenizer, messages: Messages, where: str = "a prompt") -> str
 
     `where` names the example in the error raised when the template cannot render the messages.
     """
+    chat_templates.require(tokenizer)
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as error:  # jinja raises many types; name the example and field that failed

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fasttune import gguf, hooks
+from fasttune import chat_templates, gguf, hooks
 from fasttune.card import CARD_NAME, read_card, resolve_base_model, write_card
 from fasttune.errors import FasttuneError, unknown_name
 from fasttune.progress import console, new_progress
@@ -209,6 +209,9 @@ def merge_to_16bit(adapter_dir: Path | None, base_path: Path, folder: Path, dtyp
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir or base_path, local_files_only=True)
+    trained_with = chat_templates.from_card(card)
+    if trained_with is not None:  # the card's template wins over the folder's (e.g. a base given chat_template=)
+        tokenizer.chat_template = trained_with
     if embedded.has_byte_fallback_mismatch(tokenizer):
         embedded.fix_byte_level_decoding(tokenizer)
     end = backend.end_of_turn_token(tokenizer)
@@ -224,8 +227,15 @@ def _resolve(source) -> tuple[Path | None, Path, dict]:
 
     The card's base_model is the base folder's absolute path, so that the card holds wherever it is written."""
     adapter_dir, base = _find_base(source)
-    card = read_card(adapter_dir) if adapter_dir is not None else {}
+    card = read_card(adapter_dir) if adapter_dir is not None else _loaded_card(source)
     return adapter_dir, base, {**card, "base_model": str(base.absolute())}
+
+
+def _loaded_card(source) -> dict:
+    """A model loaded without an adapter carries a card only for a chat template given to load()."""
+    from fasttune.backend import Model
+
+    return source.card if isinstance(source, Model) else {}
 
 
 def _find_base(source) -> tuple[Path | None, Path]:

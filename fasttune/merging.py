@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from fasttune import hooks
+from fasttune import chat_templates, hooks
 from fasttune.card import read_card, resolve_base_model, write_card
 from fasttune.errors import FasttuneError, raise_problems
 
@@ -45,6 +45,10 @@ def merge_adapters(adapters: list, weights: list[float],
         problems.append(f"density must be in (0, 1] (density={density})")
     if len({base.resolve() for base in bases}) > 1:
         problems.append(f"the adapters have different base models (base_model={sorted(map(str, set(bases)))})")
+    templates = [str(chat_templates.from_card(card)) for card in cards]
+    if len(set(templates)) > 1:
+        problems.append("the adapters were trained with different chat templates (chat_template="
+                        f"{[(card.get(chat_templates.CARD_KEY) or {}).get('name') for card in cards]})")
     raise_problems(problems)
     base_path = bases[0]
     out_dir = Path(out_dir or f"runs/merge-{method}-{datetime.now():%Y%m%d-%H%M%S}")
@@ -76,7 +80,7 @@ def merge_adapters(adapters: list, weights: list[float],
             "merge": {"method": method, "weights": list(weights), "density": density, "svd_rank": svd_rank,
                       "seed": seed, "adapters": [{"path": str(f), "task": c.get("task")}
                                                  for f, c in zip(folders, cards, strict=True)]},
-            "task": cards[0].get("task")}
+            "task": cards[0].get("task"), chat_templates.CARD_KEY: cards[0].get(chat_templates.CARD_KEY)}
     write_card(partial, card)
     partial.replace(out_dir)
     return out_dir

@@ -17,6 +17,7 @@ from pathlib import Path
 from fasttune import backend, guards, hooks
 from fasttune.backend import Model
 from fasttune.card import write_card
+from fasttune.chat_templates import CARD_KEY, card_entry
 from fasttune.configs import TrainConfig, config_dict
 from fasttune.errors import FasttuneError, FasttuneWarning, unknown_name
 from fasttune.methods import METHODS
@@ -120,7 +121,7 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
                   "plan": asdict(device_plan), "losses": losses, "seconds": seconds, "train_tokens": tokens,
                   "train_examples": len(prepared.rows), "skipped_too_long": prepared.skipped_too_long,
                   "data": prepared.summary, "continued_from": None if new_adapter else str(previous_adapter),
-                  "backend": model.backend}
+                  "backend": model.backend, CARD_KEY: card_entry(model.tokenizer, model.card)}
     write_card(adapter_dir, model.card)
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)  # the run is complete: the adapter replaces them
     loss_plot = plot_losses(losses, output_dir / "loss.png",
