@@ -26,8 +26,37 @@ import trl  # noqa: E402
 
 from fasttune import chat_templates, data, embedded, hooks, hub, memory  # noqa: E402
 from fasttune.card import read_card, resolve_base_model  # noqa: E402
-from fasttune.errors import FasttuneError  # noqa: E402
+from fasttune.errors import FasttuneError, not_positive, raise_problems  # noqa: E402
 
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+@dataclass
+class LoadConfig:
+    """Which model `load` reads and how (its keyword arguments, as a config)."""
+
+    name_or_path: str | None = None
+    """A model folder, a fasttune adapter folder (loaded with its base), or None for the embedded
+    SmolLM2-135M-Instruct."""
+    load_in_4bit: bool = True
+    """Load the base weights in 4-bit (Unsloth on a CUDA GPU; ignored elsewhere)."""
+    max_seq_length: int = 2048
+    """Longest row in tokens; longer training rows are skipped and counted."""
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None
+    """Weight dtype (default: bfloat16 with transformers, Unsloth's choice on a GPU)."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with the model (read it first)."""
+    max_memory_gib: float | None = None
+    """Cap this process's GPU memory at this many GiB; training plans its batches within it."""
+    chat_template: str | None = None
+    """A chat template by name (see fasttune.chat_templates.TEMPLATES) or a .jinja file; None: the model's own
+    (an adapter's saved one)."""
+
+    def __post_init__(self):
+        problems = not_positive(self, ("max_seq_length", "max_memory_gib"))
+        if self.dtype not in (None, *DTYPES):
+            problems.append(f"dtype must be one of {', '.join(DTYPES)} or None (dtype={self.dtype!r})")
+        raise_problems(problems)
 
 
 @dataclass
@@ -46,6 +75,8 @@ class Model:
     max_memory_gib: float | None = None
     """The memory cap it was loaded under (see `load`); training plans its batches within it."""
     card: dict = field(default_factory=dict)
+    load_config: LoadConfig | None = None
+    """The settings `load` read it with (a run's config.json records them)."""
 
     @property
     def name(self) -> str:
@@ -78,7 +109,12 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
     `max_memory_gib` caps this process's GPU memory from loading on (for a shared GPU; CUDA's cap is per process,
     so the latest load's cap wins); training splits batches and turns on gradient checkpointing to stay within it.
     On a CPU nothing is capped, but training plans its batches within the cap less the RAM the process holds.
+    The arguments are the fields of LoadConfig (`load(**asdict(config))`); the model keeps them as `load_config`.
     """
+    config = LoadConfig(None if name_or_path is None else str(name_or_path), load_in_4bit, max_seq_length,
+                        str(dtype).removeprefix("torch.") if dtype is not None else None, trust_remote_code,
+                        max_memory_gib, None if chat_template is None else str(chat_template))
+    dtype = getattr(torch, config.dtype) if config.dtype else None
     path = embedded.hf_folder() if name_or_path is None else Path(name_or_path).expanduser()
     if not path.is_dir() and hub.looks_like_hub_id(name_or_path):
         path = hub.model_folder(str(name_or_path), trust_remote_code=trust_remote_code)
@@ -86,9 +122,11 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
         raise _not_a_folder(name_or_path)
     memory.limit_memory(max_memory_gib)
     if (path / "adapter_config.json").exists():
-        return _load_adapter(path, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, dtype=dtype,
-                             trust_remote_code=trust_remote_code, max_memory_gib=max_memory_gib,
-                             chat_template=chat_template)
+        model = _load_adapter(path, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, dtype=dtype,
+                              trust_remote_code=trust_remote_code, max_memory_gib=max_memory_gib,
+                              chat_template=chat_template)
+        model.load_config = config
+        return model
     if not any(path.glob("*.safetensors")):
         raise FasttuneError(f"No safetensors weights in {path} (name_or_path={name_or_path}). fasttune reads "
                             "weights from safetensors only (pickled .bin files can run code): convert them with "
@@ -114,7 +152,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
         card[chat_templates.CARD_KEY] = chat_templates.use(tokenizer, chat_template)
     _ensure_padding(tokenizer)
     return Model(model, tokenizer, path, "unsloth" if USE_UNSLOTH else "transformers", max_seq_length,
-                 max_memory_gib=max_memory_gib, card=card)
+                 max_memory_gib=max_memory_gib, card=card, load_config=config)
 
 
 def _not_a_folder(name_or_path) -> FasttuneError:

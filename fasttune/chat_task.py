@@ -9,6 +9,7 @@ named metrics (fasttune.scoring; default exact match, token F1, ROUGE-L, corpus 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 from fasttune import own_data, scoring
@@ -82,3 +83,6 @@ class ConversationTask(Task):
 
     def describe(self):
         return {**super().describe(), "options": own_data.describe(self.options)}
+
+    def constructor_arguments(self):
+        return {"data_dir": str(self.data_dir), **asdict(self.options)}

@@ -60,7 +60,7 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     config = method_config(method, config, overrides)
     recipe = METHODS[config.method]
     output_dir = Path(config.output_dir or f"runs/{task.name}-{datetime.now():%Y%m%d-%H%M%S}")
-    checkpoint = (guards.resume_point(output_dir, config_dict(config),
+    checkpoint = (guards.resume_point(output_dir, {**config_dict(config), **run_inputs(model, task)},
                                       decided_by_fasttune=("padding_free", "gradient_checkpointing", "plan"))
                   if resume else guards.check_fresh_start(output_dir))
 
@@ -78,7 +78,7 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     config = replace(config, padding_free=device_plan.padding_free,
                      gradient_checkpointing=device_plan.gradient_checkpointing)
     output_dir.mkdir(parents=True, exist_ok=True)
-    recorded = {**config_dict(config), "plan": asdict(device_plan)}
+    recorded = {**config_dict(config), **run_inputs(model, task), "plan": asdict(device_plan)}
     (output_dir / "config.json").write_text(json.dumps(recorded, indent=2))
 
     previous_adapter = model.adapter_dir
@@ -128,6 +128,15 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
                             title=f"{config.method} on {task.name} ({model.base_path.name})")
     return Run(model, output_dir, adapter_dir, losses, loss_plot, seconds, tokens, tokens / seconds,
                prepared.skipped_too_long, config, device_plan, prepared.summary)
+
+
+def run_inputs(model: Model, task: Task) -> dict:
+    """What config.json records beside the config: the task with its options and the model as `load` read it,
+    so that `fasttune train --config config.json` trains the same run again."""
+    inputs = {"task": {"name": task.name, **task.constructor_arguments()}}
+    if model.load_config is not None:
+        inputs["model"] = asdict(model.load_config)
+    return inputs
 
 
 def method_config(method: str | None, config: TrainConfig | None, overrides: dict) -> TrainConfig:
