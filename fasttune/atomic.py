@@ -15,6 +15,9 @@ from pathlib import Path
 
 from fasttune.errors import FasttuneError
 
+FULL_BELOW = 1 << 20
+"""A disk with less free space than this (bytes) after a failed write counts as full."""
+
 
 def staging_folder(target: Path) -> Path:
     """The hidden sibling a folder is written to before it is renamed to `target`."""
@@ -64,14 +67,24 @@ def atomic_folder(target: Path) -> Iterator[Path]:
 
 @contextmanager
 def out_of_space_advice(target: Path, fix: str) -> Iterator[None]:
-    """Turn a full disk (or quota) while writing `target` into a FasttuneError naming it and ending in `fix`."""
+    """Turn a full disk (or quota) while writing under `target` into a FasttuneError naming it and ending in `fix`.
+
+    Not every writer raises an OSError for it (tokenizers raises a plain Exception, torch a RuntimeError), so an
+    error after which the disk holding `target` has no space left counts too."""
     try:
         yield
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as error:
+        if not _out_of_space(error, target):
             raise
-        raise FasttuneError(f"No space left on the device while writing {target} ({error.strerror}); nothing "
-                            f"half-written was left under that name. {fix}.") from error
+        raise FasttuneError(f"No space left on the device while writing {target} ({type(error).__name__}: "
+                            f"{str(error)[:200]}). {fix}.") from error
+
+
+def _out_of_space(error: Exception, target: Path) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    existing = next((folder for folder in (target, *target.parents) if folder.exists()), None)
+    return existing is not None and shutil.disk_usage(existing).free < FULL_BELOW
 
 
 def write_file(path: Path, text: str) -> None:

@@ -103,7 +103,10 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
     if prepared.row_ids:
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
     started = time.perf_counter()
-    with stop_on_signal, guards.out_of_memory_advice(
+    full_disk_fix = (f"Every complete checkpoint in {output_dir / 'checkpoints'} is kept and no adapter is left "
+                     "half-written: free space, then call train(..., resume=True)")
+    full_disk = atomic.out_of_space_advice(output_dir / "checkpoints", full_disk_fix)
+    with stop_on_signal, full_disk, guards.out_of_memory_advice(
             "training", device_plan.micro_batch, device_plan.longest_row,
             "Lower batch_size (raise gradient_accumulation to keep the effective batch), set "
             "gradient_checkpointing=True, or lower max_seq_length in load()"):
@@ -126,9 +129,8 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
                   "train_examples": len(prepared.rows), "skipped_too_long": prepared.skipped_too_long,
                   "data": prepared.summary, "continued_from": None if new_adapter else str(previous_adapter),
                   "backend": model.backend}
-    with atomic.out_of_space_advice(adapter_dir, f"The checkpoints in {output_dir / 'checkpoints'} are kept: free "
-                                                 "space, then call train(..., resume=True)"), \
-            atomic.atomic_folder(adapter_dir) as staging:  # a kill or a full disk leaves no half adapter
+    # a kill or a full disk while saving leaves no adapter folder, and the checkpoints to resume from
+    with atomic.out_of_space_advice(adapter_dir, full_disk_fix), atomic.atomic_folder(adapter_dir) as staging:
         model.model.save_pretrained(staging, safe_serialization=True)
         model.tokenizer.save_pretrained(staging)
         write_card(staging, model.card)
