@@ -52,6 +52,9 @@ def resume_point(output_dir: Path, config: dict, decided_by_fasttune: tuple[str,
     if not checkpoint_folders(output_dir / "checkpoints"):
         raise FasttuneError(f"No complete checkpoint to resume from in {output_dir / 'checkpoints'} "
                             f"(output_dir={output_dir}). Pass the output_dir of the interrupted run, or resume=False.")
+    if not (output_dir / "config.json").is_file():
+        raise FasttuneError(f"{output_dir} holds checkpoints but no config.json, so its settings are unknown "
+                            f"(output_dir={output_dir}). Restore config.json, or delete {output_dir} and train again.")
     saved = read_json(output_dir / "config.json", f"Restore it, or delete {output_dir} and train again")
     current = json.loads(json.dumps(config))
     changed = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in sorted({*saved, *current})
