@@ -16,7 +16,7 @@ from pathlib import Path
 
 import transformers
 
-from fasttune import atomic
+from fasttune import atomic, hooks
 from fasttune.errors import FasttuneError, FasttuneWarning
 
 MANIFEST = "fasttune-checkpoint.json"
@@ -27,12 +27,27 @@ SET_ASIDE = "incomplete-"
 """Prefix given to checkpoints a resume skipped; the Trainer's own rotation does not see them."""
 
 
+LOGGING_WINDOW = "fasttune-logging-window.json"
+
+
 class MarkComplete(transformers.TrainerCallback):
-    """After the Trainer saves a checkpoint, flush it and write its manifest: from then on it counts."""
+    """After `trainer` saves a checkpoint, record the loss summed since the last logged step, flush the checkpoint
+    and write its manifest: from then on it counts. Resumed from `resumed_from`, it puts that loss back."""
+
+    def __init__(self, trainer, resumed_from: Path | None):
+        self.trainer, self.resumed_from = trainer, resumed_from
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = self.resumed_from / LOGGING_WINDOW if self.resumed_from else None
+        if saved is not None and saved.is_file():
+            window = json.loads(saved.read_text())
+            hooks.restore_logging_window(self.trainer, window["loss"], window["step"])
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
+            loss, step = hooks.logging_window(self.trainer)
+            (folder / LOGGING_WINDOW).write_text(json.dumps({"loss": loss, "step": step}))
             write_manifest(folder)
 
 

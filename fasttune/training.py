@@ -98,8 +98,8 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
     if prepared.row_ids:  # name the failing step's examples
         prepared = replace(prepared, rows=stop_on_non_finite.tag_rows(prepared.rows))
     trainer = recipe.make_trainer(model, task, prepared, config, device_plan, output_dir,
-                                  [checkpoints.MarkComplete(), stop_on_signal, stop_on_non_finite,
-                                   guards.StopOnDivergence()])
+                                  [stop_on_signal, stop_on_non_finite, guards.StopOnDivergence()])
+    trainer.add_callback(checkpoints.MarkComplete(trainer, checkpoint))
     if prepared.row_ids:
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
     started = time.perf_counter()

@@ -438,6 +438,19 @@ def test_a_chat_template_that_never_renders_the_assistant_turn_raised_index_erro
         model.end_of_turn
 
 
+def test_a_resumed_runs_card_showed_another_loss_at_the_step_after_the_resume_now_the_same_as_uninterrupted(
+        tiny_model_dir, tmp_path, monkeypatch, uninterrupted):
+    die_on_call(monkeypatch, checkpoints, "write_manifest", 2)  # saves at 3, 6: killed before 6 counts
+    with pytest.raises(Killed):
+        train_tiny(tiny_model_dir, tmp_path / "run", save_steps=3)
+    monkeypatch.undo()
+    with pytest.warns(FasttuneWarning, match="resuming from checkpoint-3"):
+        run = train_tiny(tiny_model_dir, tmp_path / "run", save_steps=3, resume=True)
+    assert run.losses == uninterrupted[0].losses  # step 4 averages steps 3 and 4, as without the interruption
+    assert json.loads((run.adapter_dir / "fasttune.json").read_text())["losses"] == [list(pair) for pair in run.losses]
+    assert_bitwise_equal(adapter_weights(tmp_path / "run"), uninterrupted[1])
+
+
 def test_atomic_folder_keeps_the_old_folder_when_writing_the_new_one_dies(tmp_path):
     target = tmp_path / "adapter"
     target.mkdir()
