@@ -183,7 +183,8 @@ def _ensure_padding(tokenizer) -> None:
 def end_of_turn_token(tokenizer) -> str:
     """The special token that the chat template writes right after an assistant message."""
     chat_templates.require(tokenizer)
-    tail = data.text_after_assistant_turn(lambda messages: tokenizer.apply_chat_template(messages, tokenize=False))
+    tail = data.text_after_assistant_turn(lambda messages: tokenizer.apply_chat_template(messages, tokenize=False),
+                                          f"The chat template of {tokenizer.name_or_path or 'the tokenizer'}")
     for token in sorted(tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()), key=len, reverse=True):
         if tail.startswith(token):
             return token

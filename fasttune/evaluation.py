@@ -76,7 +76,7 @@ def evaluate(model: Model | Engine | str | Path, task: Task, split: str = "test"
 def _pick_choices(engine: Engine, task: Task, examples: list[dict], prompts: list[list[int]],
                   batch_size: int) -> list[str]:
     """For each example, the choice whose tokens (plus end of turn) have the highest summed log-probability."""
-    choices = [task.choices(example) for example in examples]
+    choices = [checked_choices(task, example) for example in examples]
     scores = engine.choice_logprobs(prompts, choices, batch_size=batch_size, description=f"scoring {task.name}")
     broken = [example["id"] for example, s in zip(examples, scores, strict=True) if not np.isfinite(s).all()]
     if broken:  # argmax over NaN would silently pick the first choice
@@ -86,6 +86,26 @@ def _pick_choices(engine: Engine, task: Task, examples: list[dict], prompts: lis
             f"or its dtype overflows ({engine.precision}): retrain with a lower "
             "learning_rate, or load in bfloat16/float32.")
     return [options[int(np.argmax(s))] for options, s in zip(choices, scores, strict=True)]
+
+
+def checked_choices(task: Task, example: dict) -> list[str]:
+    """The example's choices, refused when picking among them cannot be scored honestly: fewer than two (always
+    right), two the same (the pick is arbitrary), or none that parses to the gold answer (never right)."""
+    options = task.choices(example)
+    where = data.where_example(task, example)
+    if not isinstance(options, list | tuple) or len(options) < 2:
+        raise FasttuneError(f"{where}: choices() gave {len(options or [])} choices (choices={options!r}); picking "
+                            "among fewer than two is always right. Give every example two or more choices.")
+    if len(set(options)) < len(options):
+        raise FasttuneError(f"{where}: choices() gave the same choice twice (choices={list(options)!r}); the pick "
+                            "between equal texts is arbitrary. Make every choice distinct.")
+    gold = task.answer(example)
+    parsed = [task.parse_answer(option, example) for option in options]
+    if not any(answer == gold or (isinstance(gold, tuple) and answer in gold) for answer in parsed):
+        raise FasttuneError(f"{where}: the gold answer is none of the choices (gold={gold!r}, choices="
+                            f"{list(options)!r}, parsed as {parsed!r}), so the example can never be right. Fix the "
+                            "example's answer or the task's choices().")
+    return list(options)
 
 
 def score_outputs(task: Task, examples: list[dict], outputs: list[str], *, model_name: str, engine: str,

@@ -16,48 +16,54 @@ from pathlib import Path
 import torch
 import transformers
 
-from fasttune.errors import FasttuneError
-
-CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
+from fasttune.checkpoints import checkpoint_folders, latest_checkpoint, resumable_checkpoint
+from fasttune.errors import FasttuneError, read_json
 
 
 class TrainingInterrupted(FasttuneError):
     """Training stopped on SIGTERM/SIGINT after saving a checkpoint; `train(..., resume=True)` continues it."""
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint with the highest step in `folder` that was written completely, or None."""
-    complete = [path for path in folder.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()
-                and all((path / name).exists() for name in CHECKPOINT_FILES)]
-    return max(complete, key=lambda path: int(path.name.split("-")[-1]), default=None)
-
-
-def check_fresh_start(output_dir: Path) -> None:
-    """Refuse to start over a run that was interrupted: its checkpoints would be overwritten or mixed in."""
-    checkpoint = latest_checkpoint(output_dir / "checkpoints")
-    if checkpoint is not None:
+def check_fresh_start(output_dir: Path, overwrite: bool = False) -> None:
+    """Refuse to start over a run that was interrupted (its checkpoints would be overwritten or mixed in), over a
+    finished run unless `overwrite`, and in a folder whose config.json is not a fasttune run's (e.g. a model's)."""
+    found = checkpoint_folders(output_dir / "checkpoints")
+    if found:
+        checkpoint = latest_checkpoint(output_dir / "checkpoints") or found[0]
         raise FasttuneError(f"{output_dir} holds an interrupted run (checkpoint={checkpoint}). Pass resume=True to "
                             "continue it, or train into a new output_dir.")
+    if (output_dir / "adapter").exists() and not overwrite:
+        raise FasttuneError(f"{output_dir} holds a finished run (adapter={output_dir / 'adapter'}). Train into a new "
+                            "output_dir, or pass overwrite=True to replace that adapter when this run finishes.")
+    config = output_dir / "config.json"
+    saved = read_json(config, "Train into a new output_dir") if config.is_file() else {"method": None}
+    if not isinstance(saved, dict) or "method" not in saved:
+        raise FasttuneError(f"{output_dir} is not a fasttune run folder ({config} is not a run's config). Train "
+                            "into a new output_dir; fasttune writes config.json there.")
 
 
 def resume_point(output_dir: Path, config: dict, decided_by_fasttune: tuple[str, ...] = ()) -> Path:
     """The checkpoint to resume a run in `output_dir` from, after checking that the settings are the same.
 
     Settings named in `decided_by_fasttune` that `config` leaves to fasttune (None) match any saved choice: they
-    are decided again for the resumed run (e.g. gradient checkpointing, from the memory free now)."""
-    checkpoint = latest_checkpoint(output_dir / "checkpoints")
-    if checkpoint is None:
+    are decided again for the resumed run (e.g. gradient checkpointing, from the memory free now). `output_dir`
+    itself may differ: a run folder can be moved. The newest checkpoint that reads back is used (see
+    `checkpoints.resumable_checkpoint`)."""
+    if not checkpoint_folders(output_dir / "checkpoints"):
         raise FasttuneError(f"No complete checkpoint to resume from in {output_dir / 'checkpoints'} "
                             f"(output_dir={output_dir}). Pass the output_dir of the interrupted run, or resume=False.")
-    saved = json.loads((output_dir / "config.json").read_text())
+    if not (output_dir / "config.json").is_file():
+        raise FasttuneError(f"{output_dir} holds checkpoints but no config.json, so its settings are unknown "
+                            f"(output_dir={output_dir}). Restore config.json, or delete {output_dir} and train again.")
+    saved = read_json(output_dir / "config.json", f"Restore it, or delete {output_dir} and train again")
     current = json.loads(json.dumps(config))
     changed = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in sorted({*saved, *current})
-               if saved.get(key) != current.get(key)
+               if saved.get(key) != current.get(key) and key != "output_dir"
                and not (key in decided_by_fasttune and current.get(key) is None)]
     if changed:
         raise FasttuneError(f"Resuming with other settings than the interrupted run ({'; '.join(changed)}). "
                             "Resume with the same settings, or train into a new output_dir.")
-    return checkpoint
+    return resumable_checkpoint(output_dir / "checkpoints", output_dir)
 
 
 class StopOnSignal(transformers.TrainerCallback):

@@ -85,3 +85,17 @@ def install_cpu_log_probs(stand_in: type) -> None:
 
     if trl_utils._ChunkedLogProbFunction is None:
         trl_utils._ChunkedLogProbFunction = stand_in
+
+
+def logging_window(trainer) -> tuple[float, int]:
+    """(loss summed since the last logged step, that step) of a transformers 5.17 Trainer inside `train()`: its
+    `_tr_loss` (a device tensor, drained at each log) and `_globalstep_last_logged`. A checkpoint saved between
+    logging steps records them so that the resumed run logs the same mean loss as an uninterrupted one."""
+    return float(trainer._tr_loss.item()), int(trainer._globalstep_last_logged)
+
+
+def restore_logging_window(trainer, loss: float, step: int) -> None:
+    """Put back a `logging_window` at the start of a resumed `train()` (transformers 5.17 sets both at the start of
+    its training loop, before `on_train_begin`); the tensor is changed in place, as the loop holds it."""
+    trainer._tr_loss += loss
+    trainer._globalstep_last_logged = step

@@ -117,4 +117,8 @@ def merge_adapters(adapters: list, weights: list[float],
 def _card(folder: Path) -> dict:
     if not (folder / "adapter_config.json").is_file():
         raise FasttuneError(f"Not an adapter folder (adapter={folder}): adapter_config.json is missing.")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise FasttuneError(f"No adapter_model.safetensors in {folder} (adapter={folder}). fasttune reads adapter "
+                            "weights from safetensors only (pickled .bin files can run code): convert them with "
+                            "PEFT's save_pretrained(safe_serialization=True) on a machine you trust.")
     return read_card(folder)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from fasttune import backend, guards, hooks
+from fasttune import atomic, backend, checkpoints, guards, hooks, inputs, runlock
 from fasttune.backend import Model
 from fasttune.card import write_card
 from fasttune.chat_templates import CARD_KEY, card_entry
@@ -48,21 +48,27 @@ class Run:
 
 @hooks.library_scope()
 def train(model: Model, task: Task, method: str | None = None, *, config: TrainConfig | None = None,
-          resume: bool = False, **overrides) -> Run:
+          resume: bool = False, overwrite: bool = False, **overrides) -> Run:
     """Fine-tune `model` on a task with LoRA by `method` (default sft) and save the adapter.
 
     The LoRA weights are attached to `model` in place: `run.model` is the same object, now tuned; a model that
     already has an adapter (e.g. after method="cpt") trains it further. Keyword arguments override fields of the
     method's config (e.g. `epochs=2`). Checkpoints go to `<output_dir>/checkpoints` every `save_steps` and when
     SIGTERM/SIGINT stops the run; `resume=True` continues from the latest one, with the same settings and output_dir.
-    A non-finite loss or gradient stops the run, keeping the last good checkpoint.
+    A non-finite loss or gradient stops the run, keeping the last good checkpoint. One run at a time writes to an
+    output_dir; a finished run's folder is refused unless `overwrite=True`.
     """
     config = method_config(method, config, overrides)
-    recipe = METHODS[config.method]
     output_dir = Path(config.output_dir or f"runs/{task.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    with runlock.RunLock(output_dir):
+        return _train(model, task, config, output_dir, resume, overwrite)
+
+
+def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resume: bool, overwrite: bool) -> Run:
+    recipe = METHODS[config.method]
     checkpoint = (guards.resume_point(output_dir, {**config_dict(config), **run_inputs(model, task)},
                                       decided_by_fasttune=("padding_free", "gradient_checkpointing", "plan"))
-                  if resume else guards.check_fresh_start(output_dir))
+                  if resume else guards.check_fresh_start(output_dir, overwrite))
 
     prepared = recipe.prepare(model, task, config)
     if prepared.skipped_too_long:
@@ -80,6 +86,7 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     output_dir.mkdir(parents=True, exist_ok=True)
     recorded = {**config_dict(config), **run_inputs(model, task), "plan": asdict(device_plan)}
     (output_dir / "config.json").write_text(json.dumps(recorded, indent=2))
+    inputs.record_or_check(output_dir, inputs.run_inputs(model, task, prepared.rows), resume)
 
     previous_adapter = model.adapter_dir
     new_adapter = backend.add_lora(
@@ -93,10 +100,14 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
         prepared = replace(prepared, rows=stop_on_non_finite.tag_rows(prepared.rows))
     trainer = recipe.make_trainer(model, task, prepared, config, device_plan, output_dir,
                                   [stop_on_signal, stop_on_non_finite, guards.StopOnDivergence()])
+    trainer.add_callback(checkpoints.MarkComplete(trainer, checkpoint))
     if prepared.row_ids:
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
     started = time.perf_counter()
-    with stop_on_signal, guards.out_of_memory_advice(
+    full_disk_fix = (f"Every complete checkpoint in {output_dir / 'checkpoints'} is kept and no adapter is left "
+                     "half-written: free space, then call train(..., resume=True)")
+    full_disk = atomic.out_of_space_advice(output_dir / "checkpoints", full_disk_fix)
+    with stop_on_signal, full_disk, guards.out_of_memory_advice(
             "training", device_plan.micro_batch, device_plan.longest_row,
             "Lower batch_size (raise gradient_accumulation to keep the effective batch), set "
             "gradient_checkpointing=True, or lower max_seq_length in load()"):
@@ -113,16 +124,18 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     tokens = int(trainer.state.num_input_tokens_seen) or int(max(
         (float(entry["num_tokens"]) for entry in history if "num_tokens" in entry), default=0))
     adapter_dir = output_dir / "adapter"
-    model.model.save_pretrained(adapter_dir, safe_serialization=True)
-    model.tokenizer.save_pretrained(adapter_dir)
-    model.adapter_dir = adapter_dir
     model.card = {"base_model": str(model.base_path.resolve()), "task": task.describe(), "method": config.method,
                   "config": config_dict(config),
                   "plan": asdict(device_plan), "losses": losses, "seconds": seconds, "train_tokens": tokens,
                   "train_examples": len(prepared.rows), "skipped_too_long": prepared.skipped_too_long,
                   "data": prepared.summary, "continued_from": None if new_adapter else str(previous_adapter),
                   "backend": model.backend, CARD_KEY: card_entry(model.tokenizer, model.card)}
-    write_card(adapter_dir, model.card)
+    # a kill or a full disk while saving leaves no adapter folder, and the checkpoints to resume from
+    with atomic.out_of_space_advice(adapter_dir, full_disk_fix), atomic.atomic_folder(adapter_dir) as staging:
+        model.model.save_pretrained(staging, safe_serialization=True)
+        model.tokenizer.save_pretrained(staging)
+        write_card(staging, model.card)
+    model.adapter_dir = adapter_dir
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)  # the run is complete: the adapter replaces them
     loss_plot = plot_losses(losses, output_dir / "loss.png",
                             title=f"{config.method} on {task.name} ({model.base_path.name})")
