@@ -14,15 +14,17 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from fasttune import backend, guards, hooks
+from fasttune import backend, guards, hooks, runs
 from fasttune.backend import Model
 from fasttune.card import write_card
 from fasttune.configs import TrainConfig, config_dict
 from fasttune.errors import FasttuneError, FasttuneWarning, unknown_name
+from fasttune.logs import RunLog
 from fasttune.methods import METHODS
 from fasttune.plan import Plan, plan
 from fasttune.plots import plot_losses
 from fasttune.task import Task
+from fasttune.validation import Validation
 
 @dataclass
 class Run:
@@ -43,6 +45,10 @@ class Run:
     """The device plan the run trained with (also in config.json and the card)."""
     data: dict = field(default_factory=dict)
     """The method's data summary (see TrainingData.summary)."""
+    validation: dict = field(default_factory=dict)
+    """Validation during training: split, metric, history [(step, value)], the kept step (see Validation.finish)."""
+    report: Path | None = None
+    """The run report (run.json, beside dashboard.png and log.jsonl): read it back with fasttune.load_run."""
 
 
 @hooks.library_scope()
@@ -80,6 +86,8 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     recorded = {**config_dict(config), "plan": asdict(device_plan)}
     (output_dir / "config.json").write_text(json.dumps(recorded, indent=2))
 
+    run_log = RunLog(output_dir, config, resume)
+    validation = Validation(model, task, config, output_dir, run_log) if config.eval_every else None
     previous_adapter = model.adapter_dir
     new_adapter = backend.add_lora(
         model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
@@ -91,7 +99,8 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     if prepared.row_ids:  # name the failing step's examples
         prepared = replace(prepared, rows=stop_on_non_finite.tag_rows(prepared.rows))
     trainer = recipe.make_trainer(model, task, prepared, config, device_plan, output_dir,
-                                  [stop_on_signal, stop_on_non_finite, guards.StopOnDivergence()])
+                                  [stop_on_signal, stop_on_non_finite, guards.StopOnDivergence(), run_log,
+                                   *([validation] if validation else [])])
     if prepared.row_ids:
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
     started = time.perf_counter()
@@ -103,8 +112,10 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         finally:
             stop_on_non_finite.remove_hook()
+            run_log.close()
     stop_on_signal.raise_if_stopped(trainer.state, output_dir / "checkpoints")
     seconds = time.perf_counter() - started
+    kept = validation.finish() if validation else {}
 
     history = trainer.state.log_history
     losses = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
@@ -120,13 +131,18 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
                   "plan": asdict(device_plan), "losses": losses, "seconds": seconds, "train_tokens": tokens,
                   "train_examples": len(prepared.rows), "skipped_too_long": prepared.skipped_too_long,
                   "data": prepared.summary, "continued_from": None if new_adapter else str(previous_adapter),
-                  "backend": model.backend}
+                  "backend": model.backend, "validation": kept or None}
     write_card(adapter_dir, model.card)
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)  # the run is complete: the adapter replaces them
     loss_plot = plot_losses(losses, output_dir / "loss.png",
-                            title=f"{config.method} on {task.name} ({model.base_path.name})")
+                            title=f"{config.method} on {task.name} ({model.base_path.name})",
+                            validation=kept.get("history", []), metric=kept.get("metric", ""))
+    report = runs.write_run_report(output_dir, {
+        "task": task.describe(), "method": config.method, "model": model.name, "steps": trainer.state.global_step,
+        "seconds": seconds, "train_tokens": tokens, "tokens_per_second": tokens / seconds, "validation": kept or None,
+        "adapter": "adapter"}, title=f"{config.method} on {task.name} ({model.base_path.name})")
     return Run(model, output_dir, adapter_dir, losses, loss_plot, seconds, tokens, tokens / seconds,
-               prepared.skipped_too_long, config, device_plan, prepared.summary)
+               prepared.skipped_too_long, config, device_plan, prepared.summary, kept, report)
 
 
 def method_config(method: str | None, config: TrainConfig | None, overrides: dict) -> TrainConfig:
