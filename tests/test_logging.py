@@ -39,8 +39,11 @@ def test_every_logged_step_writes_loss_lr_grad_norm_tokens_padding_and_memory(lo
     train = [r for r in read_log(logged.output_dir / "log.jsonl") if r["kind"] == "train"]
     assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
     assert [(r["step"], r["loss"]) for r in train] == logged.losses
+    rates = [r["learning_rate"] for r in train]  # one warmup step from 0, then the linear decay
+    assert rates[0] == 0 and rates[1] == pytest.approx(logged.config.learning_rate) and rates[1:] == sorted(rates[1:],
+                                                                                                      reverse=True)
     for record in train:
-        assert record["learning_rate"] > 0 and math.isfinite(record["grad_norm"]) and record["grad_norm"] > 0
+        assert record["learning_rate"] >= 0 and math.isfinite(record["grad_norm"]) and record["grad_norm"] > 0
         assert record["tokens_per_second"] > 0 and record["peak_memory_gib"] > 0
         assert 0 <= record["padding_share"] < 1  # rows of a batch are padded to the longest
     # rows are grouped by length, yet "Which is larger, 12 or 345?" prompts differ by a token or two
