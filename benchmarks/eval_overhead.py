@@ -20,7 +20,7 @@ import fasttune
 from fasttune import embedded
 
 gguf, data, out = map(Path, sys.argv[1:4])
-rows = int(sys.argv[4]) if len(sys.argv) > 4 else 2490
+rows = int(sys.argv[4]) if len(sys.argv) > 4 else 2290
 epochs = float(sys.argv[5]) if len(sys.argv) > 5 else 1.0
 folder = embedded.convert_gguf(gguf, Path("/tmp/fasttune-smollm2"))
 task = fasttune.tasks.get("rte", data_dir=data)
@@ -28,7 +28,7 @@ out.mkdir(parents=True, exist_ok=True)
 # Both runs hold out the same 200 rows, so they train on the same rows; only eval_every differs.
 common = {"limit": rows, "epochs": epochs, "batch_size": 16, "learning_rate": 2e-4, "validation_size": 200,
           "validation_split": "train", "save_steps": None, "logging_steps": 10, "seed": 0}
-steps = math.ceil(min(rows, 2490 - 200) / 16 * epochs)
+steps = math.ceil(min(rows, 2490 - 200) / 16 * epochs)  # 200 of RTE's 2,490 training rows are held out
 
 
 def measure(name: str, **settings) -> dict:

@@ -1,7 +1,7 @@
 """A run's logs: `log.jsonl` in the run folder (always), and the experiment trackers named in `report_to`.
 
 Every logged step writes one "train" line (loss, learning rate, gradient norm, tokens/s, padding share and peak
-memory over the steps since the previous line); every validation writes one "validation" line. Trackers get the
+memory: the process's peak so far); every validation writes one "validation" line. Trackers get the
 same values: TensorBoard event files under `tensorboard/`, W&B in offline mode under `wandb/`, an MLflow file store
 under `mlruns/`. On resume from step S the lines after S are dropped before appending, and TensorBoard is told to
 purge its events after S, so no step is logged twice.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -51,6 +52,8 @@ class TensorBoardSink:
     def __init__(self, folder: Path, config: TrainConfig, resume_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
 
+        if resume_step is None:  # a fresh run in a used folder: the earlier run's events would mix in
+            shutil.rmtree(folder / "tensorboard", ignore_errors=True)
         # purge_step makes TensorBoard's readers drop events after the checkpoint that an earlier session logged
         self.writer = SummaryWriter(str(folder / "tensorboard"),
                                     purge_step=None if resume_step is None else resume_step + 1)
@@ -165,8 +168,6 @@ class RunLog(transformers.TrainerCallback):
         self._tokens_logged = state.num_input_tokens_seen
         self._window_start = time.perf_counter()
         self._started = self._window_start
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
         if model is not None:
             self._hook = model.register_forward_pre_hook(self._count_tokens, with_kwargs=True)
 
@@ -199,8 +200,6 @@ class RunLog(transformers.TrainerCallback):
                   "peak_memory_gib": peak_memory_bytes() / GIB, "seconds": now - self._started}
         self._real, self._total = torch.zeros_like(self._real), torch.zeros_like(self._total)
         self._tokens_logged, self._window_start, self.validation_seconds = seen, now, 0.0
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
         self._write(record, {f"train/{key}": record[key] for key in TRAIN_KEYS})
         logs.update({"tokens_per_second": record["tokens_per_second"], **self.latest_validation})  # for the bar
 
@@ -239,7 +238,8 @@ class RunLog(transformers.TrainerCallback):
 
 
 def peak_memory_bytes() -> int:
-    """Peak memory since the last reset: allocated on the GPU, else this process's peak resident memory."""
+    """The process's peak memory so far (fasttune resets no counter): allocated by torch on the GPU (since the
+    caller's last `torch.cuda.reset_peak_memory_stats()`), else resident memory."""
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated()
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
