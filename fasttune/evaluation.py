@@ -51,8 +51,12 @@ def evaluate(model: Model | Engine | str | Path, task: Task, split: str = "test"
     """Score `model` (a Model, an engine, or a GGUF file run by llama.cpp) on a task split; parse failures count as
     wrong."""
     config = config or EvalConfig(split=split, limit=limit)
-    engine = engine_for(model)
-    examples = task.load(config.split)[: config.limit]
+    return score_examples(engine_for(model), task, task.load(config.split)[: config.limit], config)
+
+
+def score_examples(engine: Engine, task: Task, examples: list[dict], config: EvalConfig) -> Report:
+    """Score `engine` on `examples` (of split `config.split`) as `config` says, batch by batch: only a batch's
+    logits exist at a time, reduced at once to the log-likelihood of each choice."""
     has_choices = task.kind == "choices"
     use_loglik = config.engine == "loglik" or (config.engine == "auto" and has_choices)
     if use_loglik and not has_choices:

@@ -3,6 +3,7 @@ progress bar, and the SFT trainer over tokenized rows (used by sft, rft and the 
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from fasttune import backend
 from fasttune.backend import Model
 from fasttune.configs import TrainConfig
 from fasttune.plan import Plan, plan
-from fasttune.progress import new_progress
+from fasttune.progress import new_progress, shown, training_status
 
 
 def trainer_arguments(config: TrainConfig, output_dir: Path, model: Model, device_plan: Plan) -> dict:
@@ -60,19 +61,20 @@ def with_progress(trainer):
 
 
 class RichProgress(transformers.TrainerCallback):
-    """A rich progress bar over optimizer steps, showing the last logged loss."""
+    """A rich progress bar over optimizer steps (with ETA), showing the last logged loss, tokens/s and validation
+    metric."""
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.progress = new_progress()
-        self.bar = self.progress.add_task("training", total=state.max_steps, status="")
-        self.progress.start()
+        self.showing = ExitStack()
+        self.progress = self.showing.enter_context(shown(new_progress()))
+        self.bar = self.progress.add_task("training", total=state.max_steps, completed=state.global_step, status="")
 
     def on_step_end(self, args, state, control, **kwargs):
         self.progress.update(self.bar, completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            self.progress.update(self.bar, status=f"loss {logs['loss']:.4f}")
+            self.progress.update(self.bar, status=training_status(logs))
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.progress.stop()
+        self.showing.close()

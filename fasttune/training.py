@@ -14,16 +14,18 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from fasttune import atomic, backend, checkpoints, guards, hooks, inputs, runlock
+from fasttune import atomic, backend, checkpoints, guards, hooks, inputs, runlock, runs
 from fasttune.backend import Model
 from fasttune.card import write_card
 from fasttune.chat_templates import CARD_KEY, card_entry
 from fasttune.configs import TrainConfig, config_dict
 from fasttune.errors import FasttuneError, FasttuneWarning, unknown_name
+from fasttune.logs import RunLog
 from fasttune.methods import METHODS
 from fasttune.plan import Plan, plan
 from fasttune.plots import plot_losses
 from fasttune.task import Task
+from fasttune.validation import Validation
 
 @dataclass
 class Run:
@@ -44,6 +46,10 @@ class Run:
     """The device plan the run trained with (also in config.json and the card)."""
     data: dict = field(default_factory=dict)
     """The method's data summary (see TrainingData.summary)."""
+    validation: dict = field(default_factory=dict)
+    """Validation during training: split, metric, history [(step, value)], the kept step (see Validation.finish)."""
+    report: Path | None = None
+    """The run report (run.json, beside dashboard.png and log.jsonl): read it back with fasttune.load_run."""
 
 
 @hooks.library_scope()
@@ -88,6 +94,8 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
     (output_dir / "config.json").write_text(json.dumps(recorded, indent=2))
     inputs.record_or_check(output_dir, inputs.run_inputs(model, task, prepared.rows), resume)
 
+    run_log = RunLog(output_dir, config, resume)
+    validation = Validation(model, task, config, output_dir, run_log) if config.eval_every else None
     previous_adapter = model.adapter_dir
     new_adapter = backend.add_lora(
         model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
@@ -99,7 +107,8 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
     if prepared.row_ids:  # name the failing step's examples
         prepared = replace(prepared, rows=stop_on_non_finite.tag_rows(prepared.rows))
     trainer = recipe.make_trainer(model, task, prepared, config, device_plan, output_dir,
-                                  [stop_on_signal, stop_on_non_finite, guards.StopOnDivergence()])
+                                  [stop_on_signal, stop_on_non_finite, guards.StopOnDivergence(), run_log,
+                                   *([validation] if validation else [])])
     trainer.add_callback(checkpoints.MarkComplete(trainer, checkpoint))
     if prepared.row_ids:
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
@@ -115,8 +124,10 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         finally:
             stop_on_non_finite.remove_hook()
+            run_log.close()
     stop_on_signal.raise_if_stopped(trainer.state, output_dir / "checkpoints")
     seconds = time.perf_counter() - started
+    kept = validation.finish() if validation else {}
 
     history = trainer.state.log_history
     losses = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
@@ -129,7 +140,8 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
                   "plan": asdict(device_plan), "losses": losses, "seconds": seconds, "train_tokens": tokens,
                   "train_examples": len(prepared.rows), "skipped_too_long": prepared.skipped_too_long,
                   "data": prepared.summary, "continued_from": None if new_adapter else str(previous_adapter),
-                  "backend": model.backend, CARD_KEY: card_entry(model.tokenizer, model.card)}
+                  "backend": model.backend, CARD_KEY: card_entry(model.tokenizer, model.card),
+                  "validation": kept or None}
     # a kill or a full disk while saving leaves no adapter folder, and the checkpoints to resume from
     with atomic.out_of_space_advice(adapter_dir, full_disk_fix), atomic.atomic_folder(adapter_dir) as staging:
         model.model.save_pretrained(staging, safe_serialization=True)
@@ -138,9 +150,14 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
     model.adapter_dir = adapter_dir
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)  # the run is complete: the adapter replaces them
     loss_plot = plot_losses(losses, output_dir / "loss.png",
-                            title=f"{config.method} on {task.name} ({model.base_path.name})")
+                            title=f"{config.method} on {task.name} ({model.base_path.name})",
+                            validation=kept.get("history", []), metric=kept.get("metric", ""))
+    report = runs.write_run_report(output_dir, {
+        "task": task.describe(), "method": config.method, "model": model.name, "steps": trainer.state.global_step,
+        "seconds": seconds, "train_tokens": tokens, "tokens_per_second": tokens / seconds, "validation": kept or None,
+        "adapter": "adapter"}, title=f"{config.method} on {task.name} ({model.base_path.name})")
     return Run(model, output_dir, adapter_dir, losses, loss_plot, seconds, tokens, tokens / seconds,
-               prepared.skipped_too_long, config, device_plan, prepared.summary)
+               prepared.skipped_too_long, config, device_plan, prepared.summary, kept, report)
 
 
 def run_inputs(model: Model, task: Task) -> dict:
