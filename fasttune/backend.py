@@ -24,7 +24,7 @@ import peft  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
 
-from fasttune import data, embedded, hooks, memory  # noqa: E402
+from fasttune import data, distributed, embedded, hooks, memory  # noqa: E402
 from fasttune.card import read_card, resolve_base_model  # noqa: E402
 from fasttune.errors import FasttuneError  # noqa: E402
 
@@ -73,6 +73,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
     `max_memory_gib` caps this process's GPU memory from loading on (for a shared GPU; CUDA's cap is per process,
     so the latest load's cap wins); training splits batches and turns on gradient checkpointing to stay within it.
     On a CPU nothing is capped, but training plans its batches within the cap less the RAM the process holds.
+    Under torchrun on CUDA GPUs each process loads the model whole onto its own GPU (LOCAL_RANK).
     """
     path = embedded.hf_folder() if name_or_path is None else Path(name_or_path).expanduser()
     if not path.is_dir():
@@ -89,11 +90,12 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
         if USE_UNSLOTH:
             model, tokenizer = FastLanguageModel.from_pretrained(
                 model_name=str(path), max_seq_length=max_seq_length, load_in_4bit=load_in_4bit, dtype=dtype,
-                local_files_only=True, trust_remote_code=trust_remote_code)  # the folder has safetensors: checked
+                local_files_only=True, trust_remote_code=trust_remote_code,  # the folder has safetensors: checked
+                **distributed.device_map())
         else:
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 path, dtype=dtype or torch.bfloat16, local_files_only=True, trust_remote_code=trust_remote_code,
-                use_safetensors=True)
+                use_safetensors=True, **distributed.device_map())
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 path, local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as error:

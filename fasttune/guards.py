@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from fasttune import distributed
 from fasttune.errors import FasttuneError
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
@@ -25,16 +26,26 @@ class TrainingInterrupted(FasttuneError):
     """Training stopped on SIGTERM/SIGINT after saving a checkpoint; `train(..., resume=True)` continues it."""
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint with the highest step in `folder` that was written completely, or None."""
+def latest_checkpoint(folder: Path, processes: int = 1) -> Path | None:
+    """The checkpoint with the highest step in `folder` that was written completely by the `processes` processes
+    that trained it (in data-parallel runs each saves its own RNG state, rng_state_<rank>.pth), or None."""
+    names = CHECKPOINT_FILES if processes == 1 else (
+        *(name for name in CHECKPOINT_FILES if name != "rng_state.pth"),
+        *(f"rng_state_{rank}.pth" for rank in range(processes)))
     complete = [path for path in folder.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()
-                and all((path / name).exists() for name in CHECKPOINT_FILES)]
+                and all((path / name).exists() for name in names)]
     return max(complete, key=lambda path: int(path.name.split("-")[-1]), default=None)
+
+
+def recorded_processes(output_dir: Path) -> int:
+    """The number of processes the run in `output_dir` trained with (its config.json's plan; 1 if none)."""
+    path = output_dir / "config.json"
+    return json.loads(path.read_text()).get("plan", {}).get("world_size", 1) if path.is_file() else 1
 
 
 def check_fresh_start(output_dir: Path) -> None:
     """Refuse to start over a run that was interrupted: its checkpoints would be overwritten or mixed in."""
-    checkpoint = latest_checkpoint(output_dir / "checkpoints")
+    checkpoint = latest_checkpoint(output_dir / "checkpoints", recorded_processes(output_dir))
     if checkpoint is not None:
         raise FasttuneError(f"{output_dir} holds an interrupted run (checkpoint={checkpoint}). Pass resume=True to "
                             "continue it, or train into a new output_dir.")
@@ -44,8 +55,14 @@ def resume_point(output_dir: Path, config: dict, decided_by_fasttune: tuple[str,
     """The checkpoint to resume a run in `output_dir` from, after checking that the settings are the same.
 
     Settings named in `decided_by_fasttune` that `config` leaves to fasttune (None) match any saved choice: they
-    are decided again for the resumed run (e.g. gradient checkpointing, from the memory free now)."""
-    checkpoint = latest_checkpoint(output_dir / "checkpoints")
+    are decided again for the resumed run (e.g. gradient checkpointing, from the memory free now). A data-parallel
+    run resumes in as many processes as it trained in (each restores its own RNG state and share of the data)."""
+    processes = recorded_processes(output_dir)
+    if processes != distributed.world_size():
+        raise FasttuneError(f"The run in {output_dir} trained in {processes} processes, this one has "
+                            f"{distributed.world_size()} (processes={distributed.world_size()}). Resume it with "
+                            f"{processes} (torchrun --nproc-per-node {processes}).")
+    checkpoint = latest_checkpoint(output_dir / "checkpoints", processes)
     if checkpoint is None:
         raise FasttuneError(f"No complete checkpoint to resume from in {output_dir / 'checkpoints'} "
                             f"(output_dir={output_dir}). Pass the output_dir of the interrupted run, or resume=False.")
@@ -64,7 +81,8 @@ class StopOnSignal(transformers.TrainerCallback):
     """On SIGTERM or SIGINT, finish the current step, save a checkpoint and stop; a second signal acts at once.
 
     Use as a context manager around `trainer.train()` (handlers are installed only in the main thread), then call
-    `raise_if_stopped`.
+    `raise_if_stopped`. In a data-parallel run the ranks agree after every step, so a signal to any of them stops
+    all of them after the same step, with one checkpoint.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -91,6 +109,9 @@ class StopOnSignal(transformers.TrainerCallback):
         self.received = signal.Signals(number).name
 
     def on_step_end(self, args, state, control, **kwargs):
+        signalled = distributed.largest(signal.Signals[self.received].value if self.received else 0)
+        if signalled and self.received is None:  # another rank was signalled
+            self.received = signal.Signals(signalled).name
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
@@ -98,10 +119,10 @@ class StopOnSignal(transformers.TrainerCallback):
     def raise_if_stopped(self, state, checkpoint_dir: Path) -> None:
         """Raise TrainingInterrupted when a signal stopped the run."""
         if self.received is not None:
+            checkpoint = latest_checkpoint(checkpoint_dir, distributed.world_size())
             raise TrainingInterrupted(
                 f"Training stopped by {self.received} at step {state.global_step} of {state.max_steps} "
-                f"(checkpoint={latest_checkpoint(checkpoint_dir)}). Call train(..., resume=True) with the same "
-                f"output_dir to continue.")
+                f"(checkpoint={checkpoint}). Call train(..., resume=True) with the same output_dir to continue.")
 
 
 class StopOnNonFinite(transformers.TrainerCallback):
@@ -109,7 +130,8 @@ class StopOnNonFinite(transformers.TrainerCallback):
 
     `tag_rows` adds a "row" column; the wrapped collator takes it off (so no collator or model sees it) and records
     each batch's rows, and a forward hook counts the micro-batches the model has seen, so the rows of the failing
-    step are known exactly.
+    step are known exactly. In a data-parallel run the gradients are averaged before the check, so every rank stops
+    at the same step, and the message names the rows of all ranks.
     """
 
     def __init__(self, row_ids: list[str], checkpoint_dir: Path):
@@ -167,13 +189,15 @@ class StopOnNonFinite(transformers.TrainerCallback):
     def _fail(self, args, state, model, optimizer, what: str, step: int | None = None) -> None:
         self.remove_hook()
         micro = args.gradient_accumulation_steps
-        rows = [row for batch in self.batches[max(0, self.forwards - micro):self.forwards] for row in batch]
+        rows = distributed.gather([row for batch in self.batches[max(0, self.forwards - micro):self.forwards]
+                                   for row in batch])
         ids = ", ".join(self.row_ids[row] for row in rows)
         rate = optimizer.param_groups[0]["lr"] if optimizer is not None else args.learning_rate
         dtype = next(model.parameters()).dtype
+        checkpoint = latest_checkpoint(self.checkpoint_dir, distributed.world_size())
         raise FasttuneError(
             f"Training stopped at step {step or state.global_step + 1}: {what} (example ids={ids}). The last good "
-            f"checkpoint is kept (checkpoint={latest_checkpoint(self.checkpoint_dir)}); no adapter was saved. "
+            f"checkpoint is kept (checkpoint={checkpoint}); no adapter was saved. "
             f"Lower learning_rate (learning_rate={rate:.3g}), check those examples, or train in a wider dtype "
             f"(dtype={str(dtype).removeprefix('torch.')}; float16 overflows where bfloat16 or float32 does not).")
 

@@ -85,3 +85,25 @@ def install_cpu_log_probs(stand_in: type) -> None:
 
     if trl_utils._ChunkedLogProbFunction is None:
         trl_utils._ChunkedLogProbFunction = stand_in
+
+
+def sample_as_one_device(trainer, world_size: int) -> None:
+    """Make a data-parallel trainer's length-grouped sampler group rows as one device would, so that each optimizer
+    step takes the same rows as on one device.
+
+    transformers 5.17's `Trainer._get_train_sampler` builds `LengthGroupedSampler(train_batch_size x
+    gradient_accumulation_steps)`: the rows one rank takes per step. Its mega-batches (50 or n/4 steps' rows, sorted
+    by length) then depend on the number of ranks, and so does the order; sized to the global step, they are one
+    device's, and accelerate's `BatchSamplerShard` deals consecutive slices of them to the ranks. Set on the
+    trainer instance fasttune made (nothing global changes)."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    build = trainer._get_train_sampler
+
+    def global_sampler(*args, **kwargs):
+        sampler = build(*args, **kwargs)
+        if isinstance(sampler, LengthGroupedSampler):
+            sampler.batch_size *= world_size
+        return sampler
+
+    trainer._get_train_sampler = global_sampler

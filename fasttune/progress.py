@@ -8,14 +8,17 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from fasttune import distributed
+
 console = Console(stderr=True)
 
 
 def new_progress() -> Progress:
-    """A progress display with description, bar, count, elapsed and remaining time."""
+    """A progress display with description, bar, count, elapsed and remaining time (shown by rank 0 only in a
+    data-parallel run)."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                    console=console, transient=False)
+                    console=console, transient=False, disable=not distributed.is_main_process())
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from fasttune import backend, guards, hooks
+from fasttune import backend, distributed, guards, hooks
 from fasttune.backend import Model
 from fasttune.card import write_card
 from fasttune.configs import TrainConfig, config_dict
@@ -55,6 +55,9 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     method's config (e.g. `epochs=2`). Checkpoints go to `<output_dir>/checkpoints` every `save_steps` and when
     SIGTERM/SIGINT stops the run; `resume=True` continues from the latest one, with the same settings and output_dir.
     A non-finite loss or gradient stops the run, keeping the last good checkpoint.
+
+    Under torchrun every process calls `train` alike: each trains on its share of every batch (the optimizer step
+    stays batch_size x gradient_accumulation rows), and rank 0 writes the config, adapter, card and plot.
     """
     config = method_config(method, config, overrides)
     recipe = METHODS[config.method]
@@ -77,8 +80,10 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     config = replace(config, padding_free=device_plan.padding_free,
                      gradient_checkpointing=device_plan.gradient_checkpointing)
     output_dir.mkdir(parents=True, exist_ok=True)
-    recorded = {**config_dict(config), "plan": asdict(device_plan)}
-    (output_dir / "config.json").write_text(json.dumps(recorded, indent=2))
+    if distributed.is_main_process():  # written whole at once: the other ranks may be reading the old one
+        recorded = {**config_dict(config), "plan": asdict(device_plan)}
+        (output_dir / "config.json.tmp").write_text(json.dumps(recorded, indent=2))
+        (output_dir / "config.json.tmp").replace(output_dir / "config.json")
 
     previous_adapter = model.adapter_dir
     new_adapter = backend.add_lora(
@@ -94,6 +99,8 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
                                   [stop_on_signal, stop_on_non_finite, guards.StopOnDivergence()])
     if prepared.row_ids:
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
+    if device_plan.world_size > 1:
+        hooks.sample_as_one_device(trainer, device_plan.world_size)
     started = time.perf_counter()
     with stop_on_signal, guards.out_of_memory_advice(
             "training", device_plan.micro_batch, device_plan.longest_row,
@@ -112,8 +119,10 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     tokens = int(trainer.state.num_input_tokens_seen) or int(max(
         (float(entry["num_tokens"]) for entry in history if "num_tokens" in entry), default=0))
     adapter_dir = output_dir / "adapter"
-    model.model.save_pretrained(adapter_dir, safe_serialization=True)
-    model.tokenizer.save_pretrained(adapter_dir)
+    writes = distributed.is_main_process()
+    if writes:
+        model.model.save_pretrained(adapter_dir, safe_serialization=True)
+        model.tokenizer.save_pretrained(adapter_dir)
     model.adapter_dir = adapter_dir
     model.card = {"base_model": str(model.base_path.resolve()), "task": task.describe(), "method": config.method,
                   "config": config_dict(config),
@@ -121,10 +130,12 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
                   "train_examples": len(prepared.rows), "skipped_too_long": prepared.skipped_too_long,
                   "data": prepared.summary, "continued_from": None if new_adapter else str(previous_adapter),
                   "backend": model.backend}
-    write_card(adapter_dir, model.card)
-    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)  # the run is complete: the adapter replaces them
-    loss_plot = plot_losses(losses, output_dir / "loss.png",
-                            title=f"{config.method} on {task.name} ({model.base_path.name})")
+    loss_plot = output_dir / "loss.png"
+    if writes:
+        write_card(adapter_dir, model.card)
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)  # the run is complete: the adapter replaces them
+        plot_losses(losses, loss_plot, title=f"{config.method} on {task.name} ({model.base_path.name})")
+    distributed.barrier()  # every rank returns once the adapter is on disk
     return Run(model, output_dir, adapter_dir, losses, loss_plot, seconds, tokens, tokens / seconds,
                prepared.skipped_too_long, config, device_plan, prepared.summary)
 
