@@ -107,3 +107,17 @@ def sample_as_one_device(trainer, world_size: int) -> None:
         return sampler
 
     trainer._get_train_sampler = global_sampler
+
+
+def resume_on_cpus(trainer) -> None:
+    """Let a data-parallel trainer on CPUs resume from a checkpoint.
+
+    accelerate 1.16 gives each multi-CPU rank the device `cpu:0` (its local index modulo torch.cpu.device_count(),
+    which is 1), and transformers 5.17's `Trainer._load_optimizer_and_scheduler` loads the optimizer state with
+    map_location=args.device in distributed runs; torch has no `cpu:0` location, so every resume failed ("don't know
+    how to restore data location of torch.storage.UntypedStorage (tagged with cpu:0)"). CPU tensors carry no index,
+    so this trainer's arguments (the cached `TrainingArguments._setup_devices`) are given the plain CPU device."""
+    import torch
+
+    if trainer.args.device.type == "cpu":
+        trainer.args.__dict__["_setup_devices"] = torch.device("cpu")

@@ -101,6 +101,7 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
     if device_plan.world_size > 1:
         hooks.sample_as_one_device(trainer, device_plan.world_size)
+        hooks.resume_on_cpus(trainer)
     started = time.perf_counter()
     with stop_on_signal, guards.out_of_memory_advice(
             "training", device_plan.micro_batch, device_plan.longest_row,
