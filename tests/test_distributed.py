@@ -31,11 +31,12 @@ LOSS_TOLERANCE = 1e-5
 STEP_SECONDS = 0.5  # each step slowed so that a signal or a kill lands mid-run
 
 
-def start(tiny_model_dir: Path, output: Path, settings: dict, step_seconds: float = 0.0) -> subprocess.Popen:
+def start(tiny_model_dir: Path, output: Path, settings: dict, step_seconds: float = 0.0,
+          poisoned_rank: str = "") -> subprocess.Popen:
     """`distributed.launch(2, job ...)` in a process of its own, as `fasttune train --devices 2` runs it."""
     launcher = "import sys; from fasttune import distributed; sys.exit(distributed.launch(2, sys.argv[1:]))"
     return subprocess.Popen([sys.executable, "-c", launcher, str(JOB), str(tiny_model_dir), str(output),
-                             json.dumps(settings), str(step_seconds)],
+                             json.dumps(settings), str(step_seconds), poisoned_rank],
                             env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -143,6 +144,19 @@ def test_sigterm_stops_every_rank_after_one_step_a_killed_rank_stops_the_job_and
     parallel = adapter(two_processes / "run")
     assert all(torch.equal(tensor, parallel[name]) for name, tensor in adapter(tmp_path / "run").items())
     assert card(tmp_path / "run")["losses"] == card(two_processes / "run")["losses"]
+
+
+def test_nan_on_one_rank_stops_both_at_the_same_step_naming_the_rows_of_both(tiny_model_dir, tmp_path):
+    child = start(tiny_model_dir, tmp_path, {**SETTINGS, "max_steps": 3}, poisoned_rank="1")
+    output = child.communicate(timeout=300)[0]
+    assert child.returncode == 1
+    failures = dict(re.findall(r"\[rank(\d)\]: fasttune\.errors\.FasttuneError: fasttune: Training stopped at step "
+                               r"2: non-finite gradient in \d+ tensors \(first: [^)]*\) \(example ids=([^)]*)\)",
+                               output))
+    assert failures.keys() == {"0", "1"} and failures["0"] == failures["1"], output[-4000:]
+    ids = failures["0"].split(", ")
+    assert len(set(ids)) == 8 and all(id.startswith("train-") for id in ids)  # the step's 4 + 4 rows
+    assert not (tmp_path / "run" / "adapter").exists()
 
 
 def test_resume_refuses_another_number_of_processes_and_needs_every_ranks_rng_state(tmp_path):
