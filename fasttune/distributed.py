@@ -4,7 +4,8 @@ torchrun (torch.distributed.run) sets WORLD_SIZE, RANK and LOCAL_RANK in every p
 them here and nowhere else. Training needs little more: the TRL/transformers Trainer takes the process group from
 accelerate (gloo on CPUs, NCCL on CUDA GPUs), wraps the model in DistributedDataParallel and gives each rank its
 share of every batch. Evaluation splits its examples between the ranks with accelerate and gathers the outputs
-back in order. `launch` starts a command under torchrun.
+back in order. `launch` starts a command under torchrun. In a plain process nothing here touches torch.distributed;
+under torchrun the process group accelerate starts stays up for the rest of the process (what torchrun starts it for).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ state below on entry and restores it on exit, so calling fasttune leaves the hos
 as it found it. Inside a scope the code may change that state only through the functions here.
 
 Checked on transformers 5.17.0, trl 1.15.0, peft 0.21.2, datasets 4.8.5, huggingface_hub 1.x, unsloth 2026.10.7,
-llama-cpp-python 0.3.36.
+llama-cpp-python 0.3.36, accelerate 1.16.0. The two data-parallel hooks at the end change only the trainer instance
+they are given.
 
 What cannot be undone: importing Unsloth (backend.py, only on a CUDA machine with the `gpu` extra) patches
 transformers, trl and peft for the rest of the process; it has no off switch. Offline mode needs no hook:
@@ -92,10 +93,10 @@ def sample_as_one_device(trainer, world_size: int) -> None:
     step takes the same rows as on one device.
 
     transformers 5.17's `Trainer._get_train_sampler` builds `LengthGroupedSampler(train_batch_size x
-    gradient_accumulation_steps)`: the rows one rank takes per step. Its mega-batches (50 or n/4 steps' rows, sorted
-    by length) then depend on the number of ranks, and so does the order; sized to the global step, they are one
-    device's, and accelerate's `BatchSamplerShard` deals consecutive slices of them to the ranks. Set on the
-    trainer instance fasttune made (nothing global changes)."""
+    gradient_accumulation_steps)`, sized by the rows one rank takes per step; its mega-batches (min(50, rows / (4 x
+    that size)) steps' rows, each sorted by length) and so the order then change with the number of ranks. Sized
+    to the whole step, the order is one device's, and accelerate's `BatchSamplerShard` deals consecutive slices of
+    it to the ranks, so each step takes the rows one device's step takes."""
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     build = trainer._get_train_sampler
