@@ -24,7 +24,7 @@ import peft  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
 
-from fasttune import chat_templates, data, embedded, hooks, hub, memory  # noqa: E402
+from fasttune import chat_templates, data, distributed, embedded, hooks, hub, memory  # noqa: E402
 from fasttune.card import read_card, resolve_base_model  # noqa: E402
 from fasttune.errors import FasttuneError, not_positive, raise_problems  # noqa: E402
 
@@ -110,6 +110,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
     so the latest load's cap wins); training splits batches and turns on gradient checkpointing to stay within it.
     On a CPU nothing is capped, but training plans its batches within the cap less the RAM the process holds.
     The arguments are the fields of LoadConfig (`load(**asdict(config))`); the model keeps them as `load_config`.
+    Under torchrun on CUDA GPUs each process loads the model whole onto its own GPU (LOCAL_RANK).
     """
     config = LoadConfig(None if name_or_path is None else str(name_or_path), load_in_4bit, max_seq_length,
                         str(dtype).removeprefix("torch.") if dtype is not None else None, trust_remote_code,
@@ -135,11 +136,12 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
         if USE_UNSLOTH:
             model, tokenizer = FastLanguageModel.from_pretrained(
                 model_name=str(path), max_seq_length=max_seq_length, load_in_4bit=load_in_4bit, dtype=dtype,
-                local_files_only=True, trust_remote_code=trust_remote_code)  # the folder has safetensors: checked
+                local_files_only=True, trust_remote_code=trust_remote_code,  # the folder has safetensors: checked
+                **distributed.device_map())
         else:
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 path, dtype=dtype or torch.bfloat16, local_files_only=True, trust_remote_code=trust_remote_code,
-                use_safetensors=True)
+                use_safetensors=True, **distributed.device_map())
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 path, local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as error:

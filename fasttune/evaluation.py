@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
-from fasttune import data, hooks
+from fasttune import data, distributed, hooks
 from fasttune.backend import Model
 from fasttune.engines import Engine, engine_for
 from fasttune.errors import FasttuneError, not_positive, raise_problems
@@ -49,7 +49,10 @@ class EvalConfig:
 def evaluate(model: Model | Engine | str | Path, task: Task, split: str = "test", *, limit: int | None = None,
              config: EvalConfig | None = None) -> Report:
     """Score `model` (a Model, an engine, or a GGUF file run by llama.cpp) on a task split; parse failures count as
-    wrong."""
+    wrong.
+
+    Under torchrun each process scores a contiguous share of the examples and every process gets the whole report,
+    the same as one process's (only `seconds` differs); save it from rank 0 (`distributed.is_main_process()`)."""
     config = config or EvalConfig(split=split, limit=limit)
     return score_examples(engine_for(model), task, task.load(config.split)[: config.limit], config)
 
@@ -63,14 +66,15 @@ def score_examples(engine: Engine, task: Task, examples: list[dict], config: Eva
         raise FasttuneError(f"Task '{task.name}' has no choices, so it cannot be scored by log-likelihood "
                             "(engine='loglik'). Use engine='generate'.")
     started, truncated = time.perf_counter(), None
+    share = distributed.split(examples)
     prompts = [engine.prompt_ids(task.format(example).prompt, data.where_example(task, example))
-               for example in examples]
+               for example in share]
     if use_loglik:
-        outputs = _pick_choices(engine, task, examples, prompts, config.batch_size)
+        outputs = distributed.gather(_pick_choices(engine, task, share, prompts, config.batch_size))
     else:
-        completions = [samples[0] for samples in engine.generate(
+        completions = distributed.gather([samples[0] for samples in engine.generate(
             prompts, config.max_new_tokens or task.max_new_tokens, batch_size=config.batch_size,
-            description=f"generating {task.name}")]
+            description=f"generating {task.name}")])
         outputs = [completion.text for completion in completions]
         truncated = [completion.truncated for completion in completions]
     return score_outputs(task, examples, outputs, model_name=engine.name, engine="loglik" if use_loglik else "generate",

@@ -5,7 +5,8 @@ state below on entry and restores it on exit, so calling fasttune leaves the hos
 as it found it. Inside a scope the code may change that state only through the functions here.
 
 Checked on transformers 5.17.0, trl 1.15.0, peft 0.21.2, datasets 4.8.5, huggingface_hub 1.x, unsloth 2026.10.7,
-llama-cpp-python 0.3.36.
+llama-cpp-python 0.3.36, accelerate 1.16.0. The two data-parallel hooks at the end change only the trainer instance
+they are given.
 
 What cannot be undone: importing Unsloth (backend.py, only on a CUDA machine with the `gpu` extra) patches
 transformers, trl and peft for the rest of the process; it has no off switch. Offline mode needs no hook:
@@ -99,3 +100,39 @@ def restore_logging_window(trainer, loss: float, step: int) -> None:
     its training loop, before `on_train_begin`); the tensor is changed in place, as the loop holds it."""
     trainer._tr_loss += loss
     trainer._globalstep_last_logged = step
+
+
+def sample_as_one_device(trainer, world_size: int) -> None:
+    """Make a data-parallel trainer's length-grouped sampler group rows as one device would, so that each optimizer
+    step takes the same rows as on one device.
+
+    transformers 5.17's `Trainer._get_train_sampler` builds `LengthGroupedSampler(train_batch_size x
+    gradient_accumulation_steps)`, sized by the rows one rank takes per step; its mega-batches (min(50, rows / (4 x
+    that size)) steps' rows, each sorted by length) and so the order then change with the number of ranks. Sized
+    to the whole step, the order is one device's, and accelerate's `BatchSamplerShard` deals consecutive slices of
+    it to the ranks, so each step takes the rows one device's step takes."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    build = trainer._get_train_sampler
+
+    def global_sampler(*args, **kwargs):
+        sampler = build(*args, **kwargs)
+        if isinstance(sampler, LengthGroupedSampler):
+            sampler.batch_size *= world_size
+        return sampler
+
+    trainer._get_train_sampler = global_sampler
+
+
+def resume_on_cpus(trainer) -> None:
+    """Let a data-parallel trainer on CPUs resume from a checkpoint.
+
+    accelerate 1.16 gives each multi-CPU rank the device `cpu:0` (its local index modulo torch.cpu.device_count(),
+    which is 1), and transformers 5.17's `Trainer._load_optimizer_and_scheduler` loads the optimizer state with
+    map_location=args.device in distributed runs; torch has no `cpu:0` location, so every resume failed ("don't know
+    how to restore data location of torch.storage.UntypedStorage (tagged with cpu:0)"). CPU tensors carry no index,
+    so this trainer's arguments (the cached `TrainingArguments._setup_devices`) are given the plain CPU device."""
+    import torch
+
+    if trainer.args.device.type == "cpu":
+        trainer.args.__dict__["_setup_devices"] = torch.device("cpu")

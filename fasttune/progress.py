@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from fasttune import distributed
+
 console = Console(stderr=True)
 _shown: list[Progress] = []
 """The progress display on screen, if any: rich shows one live display at a time, so bars started meanwhile (scoring
@@ -15,10 +17,11 @@ during training) join it."""
 
 
 def new_progress() -> Progress:
-    """A progress display with description, bar, count, elapsed and remaining time."""
+    """A progress display with description, bar, count, elapsed and remaining time (shown by rank 0 only in a
+    data-parallel run)."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                    console=console, transient=False)
+                    console=console, transient=False, disable=not distributed.is_main_process())
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import transformers
 import trl
 from datasets import Dataset
 
-from fasttune import backend
+from fasttune import backend, distributed
 from fasttune.backend import Model
 from fasttune.configs import TrainConfig
 from fasttune.plan import Plan, plan
@@ -30,7 +30,9 @@ def trainer_arguments(config: TrainConfig, output_dir: Path, model: Model, devic
         save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps, save_total_limit=2,
         logging_nan_inf_filter=False, report_to="none", disable_tqdm=True,
         # TRL's configs default to True: without this every run would checkpoint, whatever add_lora was told
-        gradient_checkpointing=device_plan.gradient_checkpointing, **backend.device_arguments(model))
+        gradient_checkpointing=device_plan.gradient_checkpointing,
+        ddp_find_unused_parameters=False,  # data-parallel runs: every LoRA weight is used in every forward
+        **backend.device_arguments(model))
 
 
 def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainConfig, output_dir: Path,
@@ -54,8 +56,10 @@ def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainCon
 
 
 def with_progress(trainer):
-    """`trainer` with fasttune's rich progress bar in place of transformers' printed logs."""
-    trainer.add_callback(RichProgress())
+    """`trainer` with fasttune's rich progress bar (on rank 0 of a data-parallel run) in place of transformers'
+    printed logs."""
+    if distributed.is_main_process():
+        trainer.add_callback(RichProgress())
     trainer.remove_callback(transformers.PrinterCallback)
     return trainer
 
