@@ -21,7 +21,7 @@ import fasttune
 from fasttune.app import report_view
 from fasttune.app.catalog import EMBEDDED, Catalog
 from fasttune.app.config import AppConfig
-from fasttune.app.launch import run_app
+from fasttune.app.launch import offline_gradio, run_app
 from fasttune.card import resolve_base_model
 from fasttune.errors import FasttuneError
 
@@ -56,7 +56,7 @@ def test_a_run_folder_offers_its_adapter_its_base_the_embedded_model_and_its_rep
 
 def test_predictions_filter_splits_a_report_into_right_wrong_and_unparsed(app_run):
     report = fasttune.Report.load(app_run / "base.json")
-    prompt_of, note = report_view.prompts(report, None)
+    prompt_of, note = report_view.prompts(report, fasttune.tasks.get("larger_number"))
     assert note == "" and len(prompt_of) == 200  # larger_number's test split
     counts = {shown: len(report_view.predictions_table(report, shown, prompt_of)) for shown in report_view.OUTCOMES}
     right = sum(record["scores"]["accuracy"] == 1 for record in report.records)
@@ -95,6 +95,17 @@ def test_a_port_in_use_is_refused_before_anything_loads():
             run_app(AppConfig(port=port))
 
 
+def test_building_the_app_turns_gradio_analytics_off_and_leaves_the_environment_as_it_was(app_run):
+    pytest.importorskip("gradio", reason="the app extra is not installed: pip install 'fasttune[app]'")
+    before = dict(os.environ)
+    with offline_gradio():
+        from fasttune.app.pages import build
+
+        app = build(Catalog(AppConfig(models=[str(app_run)])))
+        assert app.analytics_enabled is False and os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    assert dict(os.environ) == before
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -103,16 +114,21 @@ def _free_port() -> int:
 
 @pytest.fixture
 def app_url(app_run, tmp_path):
+    """The address of `python -m fasttune.app` serving the run, on a free port; stopped after the test."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no Debian chromium at {CHROMIUM} (apt-get install -y chromium)")
+    pytest.importorskip("gradio", reason="the app extra is not installed: pip install 'fasttune[app]'")
     port = _free_port()
     env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
     log = open(tmp_path / "app.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "fasttune.app", str(app_run), "--port", str(port)], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
     deadline = time.monotonic() + 180
     while True:
         try:
-            urllib.request.urlopen(url, timeout=2)
+            direct.open(url, timeout=2)
             break
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -127,8 +143,6 @@ def app_url(app_run, tmp_path):
 
 def test_the_app_chats_compares_two_models_and_filters_a_report_to_its_wrong_answers_in_chromium(
         app_run, app_url, tmp_path):
-    if not CHROMIUM.is_file():
-        pytest.skip(f"no Debian chromium at {CHROMIUM} (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
     shots = Path(os.environ.get("FASTTUNE_APP_SCREENSHOTS") or tmp_path)

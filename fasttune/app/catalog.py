@@ -9,11 +9,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from fasttune import tasks
 from fasttune.app import models
 from fasttune.app.config import AppConfig
 from fasttune.card import resolve_base_model
 from fasttune.errors import FasttuneError
 from fasttune.report import Report
+from fasttune.task import Task
 
 EMBEDDED = "embedded default (SmolLM2-135M-Instruct)"
 """The label of the embedded default model."""
@@ -36,6 +38,7 @@ class Catalog:
         self.models.setdefault(EMBEDDED, None)
         for report in config.reports:
             self._add_reports(Path(report))
+        self.data = config.data
         self._loaded: dict[str, models.TransformersChatModel | models.GgufChatModel] = {}
         self._lock = threading.Lock()
 
@@ -67,6 +70,11 @@ class Catalog:
 
     def report(self, label: str) -> Report:
         return Report.load(self.reports[label])
+
+    def task(self, name: str) -> Task:
+        """Task `name`, reading its files from the config's data folder when it names one (else $FASTTUNE_DATA)."""
+        task = tasks.get(name)
+        return task if self.data is None else tasks.get(name, data_dir=Path(self.data) / (task.data_folder or name))
 
 
 def is_saved_report(path: Path) -> bool:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 
 from fasttune.app.catalog import Catalog
 from fasttune.app.config import AppConfig
+from fasttune.errors import FasttuneError
 from fasttune.serve import check_port_free
 
 # GRADIO_ANALYTICS_ENABLED: read by gradio at every analytics call, not only by Blocks(analytics_enabled=...);
@@ -31,12 +33,15 @@ def offline_gradio():
 
 def run_app(config: AppConfig) -> None:
     """Serve the app for `config` on http://{host}:{port} until interrupted (Ctrl-C)."""
+    if importlib.util.find_spec("gradio") is None:
+        raise FasttuneError("The app needs Gradio, which is not installed (extra 'app'). Install it with "
+                            "pip install 'fasttune[app]'.")
     check_port_free(config.host, config.port)
     catalog = Catalog(config)
     with offline_gradio():
         from fasttune.app.pages import build
 
-        app = build(config, catalog)
+        app = build(catalog)
         folders = sorted({str(path.parent.resolve()) for path in catalog.reports.values()})
         app.launch(server_name=config.host, server_port=config.port, share=False, show_error=True,
                    allowed_paths=folders, footer_links=[], quiet=False)

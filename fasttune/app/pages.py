@@ -8,32 +8,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import gradio as gr
 
 from fasttune import tasks
 from fasttune.app import report_view
 from fasttune.app.catalog import Catalog
-from fasttune.app.config import AppConfig
 from fasttune.app.models import Sampling
 from fasttune.comparison import compare
 from fasttune.errors import FasttuneError
+from fasttune.task import Task
 
 NO_TASK = "none"
 NO_COMPARISON = "none"
 
 
-def build(config: AppConfig, catalog: Catalog) -> gr.Blocks:
+def build(catalog: Catalog) -> gr.Blocks:
     """The app for `catalog`'s models and reports."""
     with gr.Blocks(title="fasttune", analytics_enabled=False) as app:
         gr.Markdown("## fasttune: look at the model")
         with gr.Tab("Chat", id="chat"):
             chat_page(app, catalog)
         with gr.Tab("Side by side", id="side-by-side"):
-            side_by_side_page(config, catalog)
+            side_by_side_page(catalog)
         with gr.Tab("Report", id="report"):
-            report_page(config, catalog)
+            report_page(catalog)
     return app
 
 
@@ -68,7 +67,7 @@ def chat_page(app: gr.Blocks, catalog: Catalog) -> None:
     def show_model(label: str):
         started = time.perf_counter()
         loaded = catalog.model(label)
-        return f"{label}: loaded in {time.perf_counter() - started:.1f} s", loaded.chat_template
+        return f"{label}: ready in {time.perf_counter() - started:.1f} s", loaded.chat_template
 
     def respond(text: str, turns: list[dict], label: str, *settings) -> Iterator:
         if not text.strip():
@@ -89,7 +88,7 @@ def chat_page(app: gr.Blocks, catalog: Catalog) -> None:
     clear.click(lambda: ([], []), None, [chatbot, history])
 
 
-def side_by_side_page(config: AppConfig, catalog: Catalog) -> None:
+def side_by_side_page(catalog: Catalog) -> None:
     labels = catalog.model_labels
     with gr.Row():
         task = gr.Dropdown([NO_TASK, *tasks.list()], value=NO_TASK, label="task (parses the answers)")
@@ -112,29 +111,27 @@ def side_by_side_page(config: AppConfig, catalog: Catalog) -> None:
     def pick_example(name: str, split_name: str, number) -> tuple:
         if name == NO_TASK:
             return None, gr.update(), ""
-        chosen = tasks.get(name)
-        if config.data is not None:
-            chosen = tasks.get(name, data_dir=Path(config.data) / (chosen.data_folder or chosen.name))
+        chosen = catalog.task(name)
         examples = chosen.load(split_name)
         if not 0 <= int(number) < len(examples):
             raise FasttuneError(f"Task '{name}' split '{split_name}' has {len(examples)} examples "
                                 f"(example number={int(number)}). Pick one from 0 to {len(examples) - 1}.")
         row = examples[int(number)]
-        return ((name, split_name, row), chosen.format(row).prompt[-1]["content"],
+        return ((chosen, row), chosen.format(row).prompt[-1]["content"],
                 f"example id {row['id']}, gold answer: **{chosen.answer(row)}**")
 
     def ask(text: str, picked, left: str, right: str, *settings) -> Iterator:
         messages = [{"role": "user", "content": text}]
         if picked is not None:
-            chosen = tasks.get(picked[0])
-            messages = [*chosen.format(picked[2]).prompt[:-1], *messages]
+            chosen, row = picked
+            messages = [*chosen.format(row).prompt[:-1], *messages]
         replies, notes = ["", ""], ["", ""]
         for side, label in enumerate((left, right)):
             for piece in catalog.model(label).stream(messages, _sampling(*settings)):
                 replies[side] += piece
                 yield *replies, *notes
             if picked is not None:
-                notes[side] = _parsed_note(tasks.get(picked[0]), replies[side], picked[2])
+                notes[side] = _parsed_note(*picked, replies[side])
             yield *replies, *notes
 
     for trigger in (task.change, split.submit, index.change):
@@ -143,7 +140,7 @@ def side_by_side_page(config: AppConfig, catalog: Catalog) -> None:
     run.click(ask, [prompt, example, columns[0][0], columns[1][0], *sampling], outputs)
 
 
-def _parsed_note(task, reply: str, example: dict) -> str:
+def _parsed_note(task: Task, example: dict, reply: str) -> str:
     parsed, gold = task.parse_answer(reply, example), task.answer(example)
     if parsed is None:
         return f"parsed: no answer found (unparsed) | gold: **{gold}**"
@@ -151,7 +148,7 @@ def _parsed_note(task, reply: str, example: dict) -> str:
     return f"parsed: **{parsed}** | gold: **{gold}** | {verdict}"
 
 
-def report_page(config: AppConfig, catalog: Catalog) -> None:
+def report_page(catalog: Catalog) -> None:
     labels = list(catalog.reports)
     with gr.Row():
         first = gr.Dropdown(labels, value=labels[0] if labels else None, label="report", elem_id="report-pick")
@@ -176,7 +173,7 @@ def report_page(config: AppConfig, catalog: Catalog) -> None:
         comparison = None if other == NO_COMPARISON else compare(report, catalog.report(other))
         reports = [report] if comparison is None else [comparison.a, comparison.b]
         names = [report.model] if comparison is None else list(comparison.labels)
-        prompt_of, prompt_note = report_view.prompts(report, config.data)
+        prompt_of, prompt_note = report_view.prompts(report, catalog.task(report.task["name"]))
         paths = [catalog.reports[label]] + ([] if comparison is None else [catalog.reports[other]])
         filters = [*report_view.OUTCOMES, *(["flipped"] if comparison else [])]
         return ((report, comparison, prompt_of), report_view.summary(report, comparison),

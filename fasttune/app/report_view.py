@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fasttune import tasks
 from fasttune.comparison import Comparison
 from fasttune.errors import FasttuneError
 from fasttune.report import Report
+from fasttune.task import Task
 
 OUTCOMES = ("all", "right", "wrong", "unparsed")
 """Filters of one report's predictions; a comparison adds "flipped"."""
@@ -71,25 +71,23 @@ def plots(reports: list[Path]) -> list[Path]:
     return [png for folder in folders for png in sorted(folder.glob("*.png"))]
 
 
-def prompts(report: Report, data: str | None) -> tuple[dict, str]:
-    """The user prompt of each example id of the report's task split, and a note when they cannot be shown."""
-    name = report.task["name"]
+def prompts(report: Report, task: Task) -> tuple[dict, str]:
+    """The user prompt of each example id of the report's split of `task`, and a note when they cannot be shown."""
     try:
-        task = tasks.get(name)
-        if data is not None:
-            task = tasks.get(name, data_dir=Path(data) / (task.data_folder or task.name))
         examples = task.load(report.split)
     except FasttuneError as error:
         return {}, f"Prompts not shown: {error}"
-    note = "" if task.VERSION == report.task["version"] else (
-        f"Prompts are formatted by {name} v{task.VERSION}; the report was made with v{report.task['version']}.")
+    note = "" if task.VERSION == report.task["version"] else (f"Prompts are formatted by {task.name} "
+                                                              f"v{task.VERSION}; the report was made with "
+                                                              f"v{report.task['version']}.")
     return {example["id"]: task.format(example).prompt[-1]["content"] for example in examples}, note
 
 
 def predictions_table(report: Report, shown: str, prompt_of: dict, comparison: Comparison | None = None) -> \
         pd.DataFrame:
     """The predictions whose outcome is `shown` (one of OUTCOMES, or "flipped"), each with prompt, output, parsed
-    answer and gold; a comparison shows both reports' outputs and parsed answers."""
+    answer and gold; a comparison shows both reports' outputs and parsed answers, and a row is right, wrong or
+    unparsed when either report's answer is."""
     metric = report.primary
     if comparison is None:
         rows = [[str(r["id"]), outcome(r, metric), prompt_of.get(r["id"], ""), r["output"], _text(r["parsed"]),
