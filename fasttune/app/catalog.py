@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from fasttune import tasks
+from fasttune import embedded, tasks
 from fasttune.app import models
 from fasttune.app.config import AppConfig
 from fasttune.card import resolve_base_model
@@ -18,7 +18,7 @@ from fasttune.report import Report
 from fasttune.task import Task
 
 EMBEDDED = "embedded default (SmolLM2-135M-Instruct)"
-"""The label of the embedded default model."""
+"""The label of the embedded default model (also of its converted folder, an adapter's usual base)."""
 
 
 class Catalog:
@@ -43,7 +43,9 @@ class Catalog:
         self._lock = threading.Lock()
 
     def _add_model(self, path: Path) -> None:
-        if str(path) not in self.models.values():
+        if path.resolve() == (embedded.cache_dir() / "models" / embedded.DEFAULT_MODEL).resolve():
+            self.models.setdefault(EMBEDDED, None)  # the cached folder of the embedded model: the same weights
+        elif str(path) not in self.models.values():
             self.models[str(path)] = str(path)
 
     def _add_reports(self, path: Path) -> None:

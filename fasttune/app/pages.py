@@ -53,7 +53,7 @@ def _sampling(temperature, top_p, max_new_tokens, seed) -> Sampling:
 
 def chat_page(app: gr.Blocks, catalog: Catalog) -> None:
     model = gr.Dropdown(catalog.model_labels, value=catalog.model_labels[0], label="model")
-    status = gr.Markdown()
+    status = gr.Markdown(elem_id="chat-status")
     with gr.Accordion("Chat template (saved with the model)", open=False):
         template = gr.Code(label="chat template", language="jinja2", interactive=False)
     chatbot = gr.Chatbot(label="chat", height=360, elem_id="chat-log")
@@ -71,20 +71,21 @@ def chat_page(app: gr.Blocks, catalog: Catalog) -> None:
 
     def respond(text: str, turns: list[dict], label: str, *settings) -> Iterator:
         if not text.strip():
-            yield turns, turns, text
+            yield turns, turns, text, gr.update()
             return
+        started = time.perf_counter()
         turns = [*turns, {"role": "user", "content": text}]
         shown = [*turns, {"role": "assistant", "content": ""}]
-        yield shown, turns, ""
+        yield shown, turns, "", f"{label}: replying"
         for piece in catalog.model(label).stream(turns, _sampling(*settings)):
             shown[-1]["content"] += piece
-            yield shown, turns, ""
-        yield shown, shown, ""
+            yield shown, turns, "", gr.update()
+        yield shown, shown, "", f"{label}: replied in {time.perf_counter() - started:.1f} s"
 
     app.load(show_model, model, [status, template])
     model.change(show_model, model, [status, template]).then(lambda: ([], []), None, [chatbot, history])
     for trigger in (send.click, message.submit):
-        trigger(respond, [message, history, model, *sampling], [chatbot, history, message])
+        trigger(respond, [message, history, model, *sampling], [chatbot, history, message, status])
     clear.click(lambda: ([], []), None, [chatbot, history])
 
 
