@@ -55,6 +55,10 @@ class TrainConfig:
     """Learning-rate schedule after warmup."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    optimizer: Literal["adamw_torch_fused", "adamw_8bit"] | None = None
+    """AdamW as one fused launch for every adapter tensor, or bitsandbytes' 8-bit AdamW (a quarter of the state,
+    one launch per tensor); None picks fused unless its state would take over a tenth of the free memory. The
+    run's config.json records the choice."""
     split: str = "train"
     """Task split to train on."""
     limit: int | None = None

@@ -60,7 +60,8 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     recipe = METHODS[config.method]
     output_dir = Path(config.output_dir or f"runs/{task.name}-{datetime.now():%Y%m%d-%H%M%S}")
     checkpoint = (guards.resume_point(output_dir, config_dict(config),
-                                      decided_by_fasttune=("padding_free", "gradient_checkpointing", "plan"))
+                                      decided_by_fasttune=("padding_free", "gradient_checkpointing", "optimizer",
+                                                           "plan"))
                   if resume else guards.check_fresh_start(output_dir))
 
     prepared = recipe.prepare(model, task, config)
@@ -75,7 +76,7 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
                             f"data={prepared.summary}). See the counts above.")
     device_plan = plan(model, prepared.rows, config)
     config = replace(config, padding_free=device_plan.padding_free,
-                     gradient_checkpointing=device_plan.gradient_checkpointing)
+                     gradient_checkpointing=device_plan.gradient_checkpointing, optimizer=device_plan.optimizer)
     output_dir.mkdir(parents=True, exist_ok=True)
     recorded = {**config_dict(config), "plan": asdict(device_plan)}
     (output_dir / "config.json").write_text(json.dumps(recorded, indent=2))
@@ -95,7 +96,7 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
     if prepared.row_ids:
         trainer.data_collator = stop_on_non_finite.watch(trainer.data_collator)
     started = time.perf_counter()
-    with stop_on_signal, guards.out_of_memory_advice(
+    with stop_on_signal, hooks.unsloth_varlen_attention(), guards.out_of_memory_advice(
             "training", device_plan.micro_batch, device_plan.longest_row,
             "Lower batch_size (raise gradient_accumulation to keep the effective batch), set "
             "gradient_checkpointing=True, or lower max_seq_length in load()"):
