@@ -225,7 +225,8 @@ def profile_steps(model, rows: list[dict], spec: dict, prefix: Path, top: int = 
         trainer.args.train_sampling_strategy = "sequential"
         step = OneStep()
         trainer.add_callback(step)
-        trainer.train()
+        with _training_scope():
+            trainer.train()
         events = step.profiler.key_averages()
         Path(f"{prefix}-{name}.txt").write_text(
             f"fasttune, {name} batches: step 2 of {prefix.name} ({spec['rows_per_step']} rows), "

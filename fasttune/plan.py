@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from fasttune import backend, memory
 from fasttune.backend import Model
 from fasttune.configs import TrainConfig
@@ -67,13 +69,13 @@ OPTIMIZER_STATE_SHARE = 0.1
 """Largest share of the free memory that AdamW's float32 state may take before the plan picks 8-bit AdamW."""
 
 
-def choose_optimizer(trainable_parameters: int, free_bytes: int) -> str:
+def choose_optimizer(trainable_parameters: int, free_bytes: int, on_gpu: bool) -> str:
     """transformers' name of the optimizer a run steps with: fused AdamW (one launch for all the adapter's tensors)
-    unless its float32 state would take more than `OPTIMIZER_STATE_SHARE` of the free memory, then bitsandbytes'
-    8-bit AdamW (a quarter of the state, but one launch per tensor: 224 for LoRA on a 16-layer model's 7
-    projections, and Unsloth's default). A LoRA adapter is small: r=16 on every projection of Llama-3.2-1B is
-    11M weights, 135 MB with their gradients."""
-    if OPTIMIZER_BYTES_PER_PARAMETER * trainable_parameters <= OPTIMIZER_STATE_SHARE * free_bytes:
+    unless, on a GPU, its float32 state would take more than `OPTIMIZER_STATE_SHARE` of the free memory; then
+    bitsandbytes' 8-bit AdamW (a quarter of the state, but one launch per tensor: 224 for LoRA on a 16-layer
+    model's 7 projections, and Unsloth's default; bitsandbytes' optimizers need CUDA). A LoRA adapter is small:
+    r=16 on every projection of Llama-3.2-1B is 11M weights, 135 MB with their gradients."""
+    if not on_gpu or OPTIMIZER_BYTES_PER_PARAMETER * trainable_parameters <= OPTIMIZER_STATE_SHARE * free_bytes:
         return "adamw_torch_fused"
     return "adamw_8bit"
 
@@ -141,7 +143,7 @@ def plan(model: Model, rows: list[dict], config: TrainConfig) -> Plan:
     trainable = trainable_parameters(model, config)
     steps = plan_device_steps(config.batch_size, config.gradient_accumulation, longest, per_token,
                               free_for_activations(free, trainable))
-    optimizer = config.optimizer or choose_optimizer(trainable, free)
+    optimizer = config.optimizer or choose_optimizer(trainable, free, torch.cuda.is_available())
     return Plan(padding_free, checkpointing, steps.micro_batch, steps.accumulation, longest, free, trainable,
                 per_token, optimizer)
 

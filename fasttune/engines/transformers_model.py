@@ -45,30 +45,63 @@ class TransformersEngine:
 
     def choice_logprobs(self, prompts: list[list[int]], choices: list[list[str]], *, batch_size: int = 16,
                         description: str = "scoring") -> list[list[float]]:
-        """Each prompt + choice + end of turn is one row; rows are batched longest first, right-padded."""
+        """Each prompt runs once; its choices (each + end of turn) then run as continuations over the prompt's KV
+        cache, all choices of a batch in one pass. Prompts are batched longest first, `batch_size` a batch and
+        left-padded (so every prompt's last token, which predicts each choice's first, is in the last column);
+        continuations are right-padded. The work saved grows with the number of choices and the prompt's share
+        of the tokens."""
         end = backend.end_of_turn_token(self.tokenizer)
-        sequences = [(index, choice_index, prompt, data.completion_ids(self.tokenizer, choice, end))
-                     for index, (prompt, options) in enumerate(zip(prompts, choices, strict=True))
-                     for choice_index, choice in enumerate(options)]
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][2]) - len(sequences[i][3]))
-        scores = [[float("-inf")] * len(options) for options in choices]
-        pad_id = self.tokenizer.pad_token_id
+        continuations = [[data.completion_ids(self.tokenizer, choice, end) for choice in options] for options in choices]
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        scores: list[list[float]] = [[] for _ in prompts]
         with torch.inference_mode(), progress_bar(description, len(order)) as advance:
             for start in range(0, len(order), batch_size):
-                batch = [sequences[i] for i in order[start:start + batch_size]]
-                width = max(len(p) + len(c) for _, _, p, c in batch)
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, (_, _, prompt, continuation) in enumerate(batch):
-                    ids[row, : len(prompt) + len(continuation)] = torch.tensor(prompt + continuation)
-                    mask[row, : len(prompt) + len(continuation)] = 1
-                with _out_of_memory_advice(len(batch), width):
-                    logits = self.network(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                for (index, choice_index, _, _), score in zip(batch, continuation_logprobs(logits, batch),
-                                                              strict=True):
-                    scores[index][choice_index] = score
+                batch = order[start:start + batch_size]
+                rows = [(row, continuation) for row, i in enumerate(batch) for continuation in continuations[i]]
+                with _out_of_memory_advice(len(rows), max(len(prompts[i]) for i in batch)
+                                           + max(len(c) for _, c in rows)):
+                    batch_scores = iter(self._prompt_cached_logprobs([prompts[i] for i in batch], rows))
+                for i in batch:
+                    scores[i] = [next(batch_scores) for _ in continuations[i]]
                 advance(len(batch))
         return scores
+
+    def _prompt_cached_logprobs(self, prompts: list[list[int]], rows: list[tuple[int, list[int]]]) -> list[float]:
+        """Summed log-probability of each (prompt index, continuation) row, the prompts run once."""
+        device, pad_id = self.device, self.tokenizer.pad_token_id
+        width = max(len(prompt) for prompt in prompts)
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt):], mask[row, width - len(prompt):] = torch.tensor(prompt), 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        prompt_out = self.network(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                  position_ids=positions.to(device), use_cache=True, logits_to_keep=1)
+        owners = torch.tensor([owner for owner, _ in rows])
+        first = torch.log_softmax(prompt_out.logits[:, -1].float(), dim=-1)[owners.to(device),
+                                                                           torch.tensor([c[0] for _, c in rows],
+                                                                                        device=device)]
+        rest = max(len(continuation) for _, continuation in rows) - 1
+        if rest == 0:
+            return first.tolist()
+        cont_ids = torch.full((len(rows), rest), pad_id, dtype=torch.long)
+        cont_mask = torch.zeros((len(rows), rest), dtype=torch.long)
+        for row, (_, continuation) in enumerate(rows):
+            cont_ids[row, : len(continuation) - 1] = torch.tensor(continuation[:-1], dtype=torch.long)
+            cont_mask[row, : len(continuation) - 1] = 1
+        cont_positions = mask.sum(-1)[owners, None] + torch.arange(rest)[None, :]
+        out = self.network(input_ids=cont_ids.to(device),
+                           attention_mask=torch.cat([mask[owners], cont_mask], dim=1).to(device),
+                           position_ids=cont_positions.to(device),
+                           past_key_values=_cache_rows(prompt_out.past_key_values, owners.to(device)), use_cache=True)
+        targets, row_index, column = [], [], []
+        for row, (_, continuation) in enumerate(rows):
+            row_index += [row] * (len(continuation) - 1)
+            column += range(len(continuation) - 1)
+            targets += continuation[1:]
+        row_index, column, targets = (torch.tensor(values, device=device) for values in (row_index, column, targets))
+        log_probs = torch.log_softmax(out.logits[row_index, column].float(), dim=-1).gather(1, targets[:, None])
+        return first.index_add_(0, row_index, log_probs.squeeze(1)).tolist()
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int, *, batch_size: int = 16, num_samples: int = 1,
                  temperature: float = 0.0, seed: int | None = None,
@@ -109,16 +142,13 @@ class TransformersEngine:
                              temperature=temperature, seed=seed, description=description)
 
 
-def continuation_logprobs(logits: torch.Tensor, batch: list[tuple]) -> list[float]:
-    """Summed log-probability of each row's continuation, gathered for the whole batch at once (one device sync)."""
-    rows, positions, targets = [], [], []
-    for row, (_, _, prompt, continuation) in enumerate(batch):
-        rows += [row] * len(continuation)
-        positions += range(len(prompt) - 1, len(prompt) + len(continuation) - 1)
-        targets += continuation
-    rows, positions, targets = (torch.tensor(values, device=logits.device) for values in (rows, positions, targets))
-    log_probs = torch.log_softmax(logits[rows, positions].float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
-    return torch.zeros(len(batch), device=logits.device).index_add_(0, rows, log_probs).tolist()
+def _cache_rows(cache, rows: torch.Tensor):
+    """The prompt cache with one row per continuation: a transformers Cache, or the (key, value) tuple per layer
+    that Unsloth's forward returns."""
+    if hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(rows)
+        return cache
+    return tuple((key[rows], value[rows]) for key, value in cache)
 
 
 def _completion(tokenizer, new_tokens: list[int], end_id: int, max_new_tokens: int) -> Completion:
