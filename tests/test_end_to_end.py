@@ -67,12 +67,26 @@ def test_loglik_engine_picks_the_choice_with_the_higher_summed_log_probability(t
     assert report.records[0]["output"] == task.choices(example)[scores.index(max(scores))]
 
 
+def test_batched_continuation_scores_equal_scoring_each_row_alone():
+    from fasttune.engines.transformers_model import continuation_logprobs
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11)
+    batch = [(0, 0, [1, 2, 3], [4, 5]), (0, 1, [1, 2, 3, 6, 7], [8]), (1, 0, [9], [1, 2, 3])]  # right-padded rows
+    expected = []
+    for row, (_, _, prompt, continuation) in enumerate(batch):
+        log_probs = torch.log_softmax(logits[row, len(prompt) - 1:len(prompt) + len(continuation) - 1], dim=-1)
+        expected.append(log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item())
+    assert continuation_logprobs(logits, batch) == pytest.approx(expected, rel=1e-6)
+
+
 def test_scoring_each_prompt_once_over_its_cache_equals_scoring_every_prompt_and_choice_whole(tiny_model_dir):
     """The prompt-cached scorer against the one it replaced: every prompt + choice + end of turn as its own row."""
     from fasttune.engines import engine_for
 
     model = fasttune.load(tiny_model_dir, dtype=torch.float32)
     engine = engine_for(model)
+    assert engine.prompt_cache  # the transformers backend
     prompts = [list(range(40, 40 + n)) for n in (9, 3, 17, 5, 12)]  # batches of 2 are left-padded
     choices = [["yes", "no"], ["A", "B", "C"], ["one two three", "x"], ["maybe"], ["yes", "no", "a longer answer"]]
     scores = engine.choice_logprobs(prompts, choices, batch_size=2)
