@@ -7,6 +7,9 @@ Every stack trains on the same rows, in the same order, from the same LoRA initi
   AdamW, Unsloth gradient checkpointing, its padding-free default);
 - unsloth-padded: a hand-written loop over the same Unsloth model with padded batches of the whole batch;
 - hf-peft: transformers + PEFT + bitsandbytes nf4 QLoRA with gradient checkpointing, padded batches.
+fasttune-8bit, fasttune-padded and fasttune-packed are fasttune with one of its choices forced (8-bit AdamW,
+padded or packed batches), and fasttune-before the fasttune package at --before: each lever's before/after.
+fasttune's rows also give the median forward+backward, optimizer and remaining seconds of a step.
 Each stack runs in its own process (speed_worker.py): Unsloth patches transformers globally and must not touch the
 HF stack. fasttune's stack trains through fasttune.seam, the one declared way into fasttune's training.
 With --memory-limit every process is capped at that many GiB of GPU memory before it loads anything (CUDA's

@@ -48,7 +48,8 @@ class TrainConfig:
     padding_free: bool | None = None
     """True packs each batch into one row with no padding (positions restart at every example); False pads the
     rows of a batch to the longest and groups rows of similar length into batches; None picks padding-free only
-    where a varlen attention kernel (flash-attn) makes it faster. The run's config.json records the choice."""
+    where a varlen attention kernel (flash-attn, or torch's varlen_attn under Unsloth) makes it faster. The run's
+    config.json records the choice."""
     warmup_ratio: float = 0.05
     """Share of steps with linear warmup."""
     lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
