@@ -250,30 +250,30 @@ FLASH_ATTENTION_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
 
 def varlen_attention(model: Model) -> bool:
     """Whether attention here has a variable-length kernel, which padding-free batches need to be fast: on a GPU,
-    flash-attn under Unsloth (its attention dispatch then runs `flash_attn_varlen_func`) or a flash-attention
-    implementation set on a transformers model. Without one, a packed row's examples are kept apart by a dense
-    block-diagonal mask, which cost 2-3.5x the step time of padded batches on an H100 (benchmarks/RESULTS.md); on a
-    CPU neither kind was measurably faster. fasttune's SFT trains padding-free only where this is True."""
+    flash-attn under Unsloth (its attention dispatch then runs `flash_attn_varlen_func`), torch's own
+    `varlen_attn` under Unsloth (`hooks.unsloth_varlen_kernel`), or a flash-attention implementation set on a
+    transformers model. Without one, a packed row's examples are kept apart by a dense block-diagonal mask, which
+    cost 2-3.5x the step time of padded batches on an H100 (benchmarks/RESULTS.md); on a CPU neither kind was
+    measurably faster. fasttune's SFT trains padding-free only where this is True."""
     if not torch.cuda.is_available():
         return False
     if USE_UNSLOTH:
         try:
             from flash_attn import flash_attn_varlen_func  # noqa: F401
         except (ImportError, OSError):  # not installed, or built for another torch/CUDA
-            return False
+            return hooks.unsloth_varlen_kernel() is not None
         return True
     return model.model.config._attn_implementation in FLASH_ATTENTION_IMPLEMENTATIONS
 
 
 def sft_trainer_class() -> type:
-    """TRL's SFTTrainer (patched by Unsloth on a GPU); on a CPU, one with transformers' plain loss.
+    """TRL's SFTTrainer (patched by Unsloth on a GPU) with the model's own loss.
 
-    trl's fused log-prob head is a Triton kernel with no CPU fallback, so on a CPU the loss is
-    transformers' own cross-entropy over the label positions.
+    TRL 1.15's loss runs its fused log-prob head and logs entropy and token accuracy, three device syncs every
+    micro-batch; the model's own loss (transformers' cross-entropy on a CPU, Unsloth's chunked cross-entropy on a
+    GPU, which never holds the full-vocabulary float32 logits) needs none. On a CPU TRL's head has no kernel at
+    all (a Triton kernel).
     """
-    if torch.cuda.is_available():
-        return trl.SFTTrainer
-
     class PlainLossSFTTrainer(trl.SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             return transformers.Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)

@@ -48,13 +48,18 @@ class TrainConfig:
     padding_free: bool | None = None
     """True packs each batch into one row with no padding (positions restart at every example); False pads the
     rows of a batch to the longest and groups rows of similar length into batches; None picks padding-free only
-    where a varlen attention kernel (flash-attn) makes it faster. The run's config.json records the choice."""
+    where a varlen attention kernel (flash-attn, or torch's varlen_attn under Unsloth) makes it faster. The run's
+    config.json records the choice."""
     warmup_ratio: float = 0.05
     """Share of steps with linear warmup."""
     lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
     """Learning-rate schedule after warmup."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    optimizer: Literal["adamw_torch_fused", "adamw_8bit"] | None = None
+    """AdamW as one fused launch for every adapter tensor, or bitsandbytes' 8-bit AdamW (a quarter of the state,
+    one launch per tensor); None picks fused unless its state would take over a tenth of the free memory. The
+    run's config.json records the choice."""
     split: str = "train"
     """Task split to train on."""
     limit: int | None = None

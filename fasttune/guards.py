@@ -166,20 +166,20 @@ class StopOnNonFinite(transformers.TrainerCallback):
             self.forwards += 1
 
     def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
-        bad = _non_finite({name: p.grad for name, p in self.trainable.items() if p.grad is not None})
-        if bad:
-            self._fail(args, state, model, optimizer, f"non-finite gradient in {len(bad)} tensors (first: {bad[0]})")
-
-    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
-        # A backstop for training loops that skip on_pre_optimizer_step: the weights themselves went non-finite.
-        bad = _non_finite(self.trainable)
-        if bad:
-            self._fail(args, state, model, optimizer, f"non-finite weights in {len(bad)} tensors (first: {bad[0]})",
-                       step=state.global_step)
+        # One number, one device sync: the norm over every gradient is finite exactly when each gradient is.
+        grads = [p.grad for p in self.trainable.values() if p.grad is not None]
+        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            bad = _non_finite({name: p.grad for name, p in self.trainable.items() if p.grad is not None})
+            what = (f"non-finite gradient in {len(bad)} tensors (first: {bad[0]})" if bad
+                    else "the gradient norm overflows float32")
+            self._fail(args, state, model, optimizer, what)
 
     def on_log(self, args, state, control, logs=None, model=None, optimizer=None, **kwargs):
-        if logs and "loss" in logs and not math.isfinite(logs["loss"]):
-            self._fail(args, state, model, optimizer, f"loss {logs['loss']}", step=state.global_step)
+        # A backstop for training loops that skip on_pre_optimizer_step, from numbers already on the host.
+        for key in ("loss", "grad_norm"):
+            if logs and isinstance(logs.get(key), float) and not math.isfinite(logs[key]):
+                self._fail(args, state, model, optimizer, f"{key.replace('_', ' ')} {logs[key]}",
+                           step=state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.remove_hook()

@@ -5,8 +5,8 @@ state below on entry and restores it on exit, so calling fasttune leaves the hos
 as it found it. Inside a scope the code may change that state only through the functions here.
 
 Checked on transformers 5.17.0, trl 1.15.0, peft 0.21.2, datasets 4.8.5, huggingface_hub 1.x, unsloth 2026.10.7,
-llama-cpp-python 0.3.36, accelerate 1.16.0. The two data-parallel hooks at the end change only the trainer instance
-they are given.
+llama-cpp-python 0.3.36, accelerate 1.16.0, torch 2.11-2.13. The two data-parallel hooks change only the trainer
+instance they are given.
 
 What cannot be undone: importing Unsloth (backend.py, only on a CUDA machine with the `gpu` extra) patches
 transformers, trl and peft for the rest of the process; it has no off switch. Offline mode needs no hook:
@@ -18,7 +18,10 @@ every `from_pretrained` passes `local_files_only=True`, and the one network call
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import inspect
 import os
+import sys
 import warnings
 
 # Environment variables fasttune sets inside a scope. UNSLOTH_DISABLE_STATISTICS: Unsloth's usage ping, read at
@@ -136,3 +139,61 @@ def resume_on_cpus(trainer) -> None:
 
     if trainer.args.device.type == "cpu":
         trainer.args.__dict__["_setup_devices"] = torch.device("cpu")
+
+
+UNSLOTH_VARLEN_VERSIONS = ("2026.10.7",)
+"""Unsloth versions whose attention dispatch (`unsloth.utils.attention_dispatch`) `unsloth_varlen_attention` knows."""
+
+
+def unsloth_varlen_kernel():
+    """torch's variable-length attention in the form Unsloth's dispatch calls it, or None where it cannot run.
+
+    Unsloth 2026.10.7 routes packed (padding-free) SDPA batches through `torch.nn.attention.varlen.varlen_attn`
+    only when it takes `enable_gqa` (torch 2.12+); torch 2.11, the GPU image's, has `window_size` (causal is
+    (-1, 0)) but no `enable_gqa`, and Unsloth then runs one SDPA call per run of equal lengths, or a dense
+    block-diagonal mask. Without `enable_gqa` the kernel here repeats the key/value heads (query head h reads kv
+    head h // groups, as Unsloth's own expansion does). None without CUDA, without Unsloth's known version, or
+    without a `varlen_attn` that takes `window_size`."""
+    import torch
+
+    if not torch.cuda.is_available() or "unsloth" not in sys.modules:
+        return None
+    if importlib.metadata.version("unsloth") not in UNSLOTH_VARLEN_VERSIONS:
+        return None
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    parameters = inspect.signature(varlen_attn).parameters
+    if "window_size" not in parameters:
+        return None
+    if "enable_gqa" in parameters:
+        return varlen_attn
+    return _with_repeated_kv_heads(varlen_attn)
+
+
+def _with_repeated_kv_heads(varlen_attn):
+    def attend(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
+               enable_gqa=False):
+        if enable_gqa and key.shape[1] != query.shape[1]:  # (tokens, heads, head_dim)
+            groups = query.shape[1] // key.shape[1]
+            key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+        return varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale=scale, window_size=window_size)
+
+    return attend
+
+
+@contextlib.contextmanager
+def unsloth_varlen_attention():
+    """Inside the block, Unsloth's packed SDPA batches run `unsloth_varlen_kernel()`; restored on exit. Does
+    nothing where Unsloth already has a varlen kernel or none can run here."""
+    kernel = unsloth_varlen_kernel()
+    dispatch = sys.modules.get("unsloth.utils.attention_dispatch")
+    if kernel is None or dispatch is None or dispatch._TORCH_VARLEN_ATTN is not None:
+        yield
+        return
+    dispatch._TORCH_VARLEN_ATTN = kernel
+    try:
+        yield
+    finally:
+        dispatch._TORCH_VARLEN_ATTN = None

@@ -3,6 +3,7 @@ progress bar, and the SFT trainer over tokenized rows (used by sft, rft and the 
 
 from __future__ import annotations
 
+from collections import deque
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,7 @@ def trainer_arguments(config: TrainConfig, output_dir: Path, model: Model, devic
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, seed=config.seed,
         data_seed=config.seed, logging_steps=config.logging_steps,
         save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps, save_total_limit=2,
-        logging_nan_inf_filter=False, report_to="none", disable_tqdm=True,
+        logging_nan_inf_filter=False, report_to="none", disable_tqdm=True, optim=device_plan.optimizer,
         # TRL's configs default to True: without this every run would checkpoint, whatever add_lora was told
         gradient_checkpointing=device_plan.gradient_checkpointing,
         ddp_find_unused_parameters=False,  # data-parallel runs: every LoRA weight is used in every forward
@@ -49,10 +50,41 @@ def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainCon
         train_sampling_strategy="random" if device_plan.padding_free else "group_by_length",
         completion_only_loss=True,
         max_length=None if device_plan.padding_free else model.max_seq_length,  # rows were cut to it already
-        include_num_input_tokens_seen="non_padding", dataset_num_proc=None, remove_unused_columns=False)
-    return with_progress(backend.sft_trainer_class()(
+        dataset_num_proc=None, remove_unused_columns=False)
+    trainer = with_progress(backend.sft_trainer_class()(
         model=model.model, processing_class=model.tokenizer, train_dataset=Dataset.from_list(rows), args=args,
         callbacks=list(callbacks)))
+    counter = CountTokens()
+    trainer.data_collator = counter.watch(trainer.data_collator)
+    trainer.add_callback(counter)
+    return trainer
+
+
+class CountTokens(transformers.TrainerCallback):
+    """Counts the tokens of the rows the model trains on into `state.num_input_tokens_seen`, on the host: the
+    wrapped collator records each batch's count from its rows, and every micro-batch trained (one substep or step
+    end each) adds the oldest count. (transformers' `include_num_input_tokens_seen` sums the attention mask on
+    the device and syncs it every micro-batch.)"""
+
+    def __init__(self):
+        self.counts: deque[int] = deque()
+
+    def watch(self, collate):
+        def collate_and_count(features):
+            self.counts.append(sum(len(feature["input_ids"]) for feature in features))
+            return collate(features)
+
+        return collate_and_count
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self._add(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._add(state)
+
+    def _add(self, state) -> None:
+        if self.counts:
+            state.num_input_tokens_seen += self.counts.popleft()
 
 
 def with_progress(trainer):

@@ -82,7 +82,8 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
 def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resume: bool, overwrite: bool) -> Run:
     recipe = METHODS[config.method]
     checkpoint = (guards.resume_point(output_dir, {**config_dict(config), **run_inputs(model, task)},
-                                      decided_by_fasttune=("padding_free", "gradient_checkpointing", "plan"))
+                                      decided_by_fasttune=("padding_free", "gradient_checkpointing", "optimizer",
+                                                           "plan"))
                   if resume else guards.check_fresh_start(output_dir, overwrite))
 
     prepared = recipe.prepare(model, task, config)
@@ -97,7 +98,7 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
                             f"data={prepared.summary}). See the counts above.")
     device_plan = plan(model, prepared.rows, config)
     config = replace(config, padding_free=device_plan.padding_free,
-                     gradient_checkpointing=device_plan.gradient_checkpointing)
+                     gradient_checkpointing=device_plan.gradient_checkpointing, optimizer=device_plan.optimizer)
     output_dir.mkdir(parents=True, exist_ok=True)
     writes = distributed.is_main_process()
     if writes:  # config.json written whole at once: the other ranks may be reading the old one
@@ -130,7 +131,7 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
     full_disk_fix = (f"Every complete checkpoint in {output_dir / 'checkpoints'} is kept and no adapter is left "
                      "half-written: free space, then call train(..., resume=True)")
     full_disk = atomic.out_of_space_advice(output_dir / "checkpoints", full_disk_fix)
-    with stop_on_signal, full_disk, guards.out_of_memory_advice(
+    with stop_on_signal, full_disk, hooks.unsloth_varlen_attention(), guards.out_of_memory_advice(
             "training", device_plan.micro_batch, device_plan.longest_row,
             "Lower batch_size (raise gradient_accumulation to keep the effective batch), set "
             "gradient_checkpointing=True, or lower max_seq_length in load()"):

@@ -89,6 +89,28 @@ def test_batched_continuation_scores_equal_scoring_each_row_alone():
     assert continuation_logprobs(logits, batch) == pytest.approx(expected, rel=1e-6)
 
 
+def test_scoring_each_prompt_once_over_its_cache_equals_scoring_every_prompt_and_choice_whole(tiny_model_dir):
+    """The prompt-cached scorer against the one it replaced: every prompt + choice + end of turn as its own row."""
+    from fasttune.engines import engine_for
+
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32)
+    engine = engine_for(model)
+    assert engine.prompt_cache  # the transformers backend
+    prompts = [list(range(40, 40 + n)) for n in (9, 3, 17, 5, 12)]  # batches of 2 are left-padded
+    choices = [["yes", "no"], ["A", "B", "C"], ["one two three", "x"], ["maybe"], ["yes", "no", "a longer answer"]]
+    scores = engine.choice_logprobs(prompts, choices, batch_size=2)
+    for prompt, options, got in zip(prompts, choices, scores, strict=True):
+        expected = []
+        for choice in options:
+            continuation = data.completion_ids(model.tokenizer, choice, model.end_of_turn)
+            with torch.no_grad():
+                logits = model.model(input_ids=torch.tensor([prompt + continuation])).logits[0].float()
+            log_probs = torch.log_softmax(logits[len(prompt) - 1:-1], dim=-1)
+            expected.append(log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item())
+        assert got == pytest.approx(expected, abs=1e-4)
+    assert len({round(score, 3) for options in scores for score in options}) > 5  # the scores differ
+
+
 def test_report_counts_distributions_and_writes_every_prediction(tiny_run, tmp_path):
     _, _, base, _ = tiny_run
     assert base.n == 24 and base.engine == "loglik" and base.parse_failures == 0
