@@ -8,8 +8,8 @@ named metrics (fasttune.scoring; default exact match, token F1, ROUGE-L, corpus 
 
 from __future__ import annotations
 
-import dataclasses
 import os
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from fasttune import own_data, scoring
@@ -37,7 +37,7 @@ class ConversationTask(Task):
         if config is not None and options:
             raise FasttuneError(f"Pass the options of task '{self.name}' as config= or as keywords, not both "
                                 f"(keywords: {', '.join(options)}).")
-        known = [option.name for option in dataclasses.fields(OwnDataConfig)]
+        known = [option.name for option in fields(OwnDataConfig)]
         for name in options:
             if name not in known:
                 raise unknown_name(f"option of task '{self.name}'", name, known)
@@ -91,3 +91,6 @@ class ConversationTask(Task):
 
     def describe(self):
         return {**super().describe(), "options": own_data.describe(self.options)}
+
+    def constructor_arguments(self):
+        return {"data_dir": str(self.data_dir), **asdict(self.options)}

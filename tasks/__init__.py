@@ -44,15 +44,20 @@ def builtin() -> builtins.list[str]:
     return sorted(_BUILTIN)
 
 
-def get(name: str, **kwargs) -> Task:
-    """A task instance by name; keyword arguments (e.g. data_dir=) go to its constructor."""
+def task_class(name: str) -> type[Task]:
+    """The Task class of a registered or built-in task name."""
     if name in _REGISTERED:
-        return _REGISTERED[name](**kwargs)
+        return _REGISTERED[name]
     known = {**_BUILTIN, **_OWN_DATA}
     if name not in known:
         raise unknown_name("task", name, list())
     module_name, class_name = known[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(**kwargs)
+    return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["Task", "builtin", "get", "list", "register"]
+def get(name: str, **kwargs) -> Task:
+    """A task instance by name; keyword arguments (e.g. data_dir=) go to its constructor."""
+    return task_class(name)(**kwargs)
+
+
+__all__ = ["Task", "builtin", "get", "list", "register", "task_class"]
