@@ -190,7 +190,7 @@ def test_rows_of_the_eval_file_that_repeat_a_training_prompt_are_refused_for_tra
     assert len(task.load("test")) == 5
     with pytest.raises(FasttuneError, match=r"Refusing to train task 'instruction': 5 of 40 'train' rows repeat a "
                                             r"'test' row \(ids: rows.jsonl, line 36"):
-        splits.training_examples(task, "train", None)
+        splits.refuse_test_rows(task, "train", task.load("train"))
 
 
 # --- scoring ---------------------------------------------------------------------------------------------------------
