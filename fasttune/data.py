@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fasttune import conversation
+from fasttune import chat_templates, conversation
 from fasttune.errors import FasttuneError
 from fasttune.task import Example, Messages, Sample, Task
 
@@ -15,6 +15,7 @@ def render_prompt(tokenizer, messages: Messages, where: str = "a prompt") -> str
 
     `where` names the example in the error raised when the template cannot render the messages.
     """
+    chat_templates.require(tokenizer)
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as error:  # jinja raises many types; name the example and field that failed
@@ -33,10 +34,16 @@ def example_prompt_ids(task: Task, example: Example, tokenizer) -> list[int]:
     return prompt_ids(tokenizer, task.format(example).prompt, where_example(task, example))
 
 
-def text_after_assistant_turn(render: Callable[[Messages], str]) -> str:
-    """What a chat template (`render`: messages -> text) writes after an assistant message: its end of turn first."""
+def text_after_assistant_turn(render: Callable[[Messages], str], where: str = "the chat template") -> str:
+    """What a chat template (`render`: messages -> text) writes after an assistant message: its end of turn first.
+
+    `where` names the template (e.g. its model folder) in the error raised when it never writes that message."""
     marker = "\u2063fasttune\u2063"
     rendered = render([{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}])
+    if marker not in rendered:
+        raise FasttuneError(f"{where} does not render the assistant's message (rendered={rendered[-200:]!r}), so "
+                            "fasttune can neither train nor score replies with it. Use a model whose chat template "
+                            "writes assistant turns, or set tokenizer.chat_template to one that does.")
     return rendered.split(marker, 1)[1]
 
 

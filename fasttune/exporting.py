@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fasttune import gguf, hooks
+from fasttune import atomic, chat_templates, gguf, hooks
 from fasttune.card import CARD_NAME, read_card, resolve_base_model, write_card
 from fasttune.errors import FasttuneError, unknown_name
 from fasttune.progress import console, new_progress
@@ -132,12 +132,14 @@ def export(source, out_dir: str | Path, formats=FORMATS, gguf_quants=("q8_0", "q
     if gguf_quants:
         gguf.converter_dir(llama_cpp_dir)  # fail before any work when the converter is missing
     adapter_dir, base_path, card = _resolve(source)
+    if adapter_dir is not None:
+        _require_safetensors(adapter_dir)  # PEFT would fall back on a pickled adapter_model.bin
     if "adapter" in formats and adapter_dir is None:
         raise FasttuneError(f"There is no adapter to export (source={source}): formats='adapter' needs a tuned "
                             "model, a Run or an adapter folder.")
     out_dir = Path(out_dir).expanduser().resolve()
-    if out_dir.exists() and not overwrite:
-        raise FasttuneError(f"The export folder exists (out_dir={out_dir}). Choose another or pass overwrite=True.")
+    if out_dir.exists():
+        _check_replaceable(out_dir, overwrite, adapter_dir, base_path)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -182,7 +184,7 @@ def export(source, out_dir: str | Path, formats=FORMATS, gguf_quants=("q8_0", "q
                                   checks, prompts, 0.0)
             result.seconds = time.perf_counter() - started
             (staging / "export.json").write_text(json.dumps(result.to_dict(), indent=2))
-            _replace(staging, out_dir)
+            atomic.replace_folder(staging, out_dir)
     console.print(result)
     return result
 
@@ -237,6 +239,9 @@ def merge_to_16bit(adapter_dir: Path | None, base_path: Path, folder: Path, dtyp
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir or base_path, local_files_only=True)
+    trained_with = chat_templates.from_card(card)
+    if trained_with is not None:  # the card's template wins over the folder's (e.g. a base given chat_template=)
+        tokenizer.chat_template = trained_with
     if embedded.has_byte_fallback_mismatch(tokenizer):
         embedded.fix_byte_level_decoding(tokenizer)
     end = backend.end_of_turn_token(tokenizer)
@@ -252,8 +257,15 @@ def _resolve(source) -> tuple[Path | None, Path, dict]:
 
     The card's base_model is the base folder's absolute path, so that the card holds wherever it is written."""
     adapter_dir, base = _find_base(source)
-    card = read_card(adapter_dir) if adapter_dir is not None else {}
+    card = read_card(adapter_dir) if adapter_dir is not None else _loaded_card(source)
     return adapter_dir, base, {**card, "base_model": str(base.absolute())}
+
+
+def _loaded_card(source) -> dict:
+    """A model loaded without an adapter carries a card only for a chat template given to load()."""
+    from fasttune.backend import Model
+
+    return source.card if isinstance(source, Model) else {}
 
 
 def _find_base(source) -> tuple[Path | None, Path]:
@@ -274,6 +286,21 @@ def _find_base(source) -> tuple[Path | None, Path]:
         return None, path
     raise FasttuneError(f"Nothing to export at {path} (source={source}): expected a fasttune Model or Run, an "
                         "adapter folder (adapter_config.json) or a model folder (config.json).")
+
+
+def _check_replaceable(out_dir: Path, overwrite: bool, adapter_dir: Path | None, base_path: Path) -> None:
+    """Refuse to replace `out_dir` unless asked to and it is an earlier fasttune export (it holds export.json) that
+    holds neither the source adapter nor the base model."""
+    if not overwrite:
+        raise FasttuneError(f"The export folder exists (out_dir={out_dir}). Choose another or pass overwrite=True.")
+    for name, folder in (("source adapter", adapter_dir), ("base model", base_path)):
+        folder = folder.resolve() if folder is not None else None
+        if folder is not None and (folder.is_relative_to(out_dir) or out_dir.is_relative_to(folder)):
+            raise FasttuneError(f"The export folder holds the {name} (out_dir={out_dir}, {name}={folder}); "
+                                "overwrite=True replaces only an earlier fasttune export. Export to another folder.")
+    if any(out_dir.iterdir()) and not (out_dir / "export.json").is_file():
+        raise FasttuneError(f"The export folder is not a fasttune export (out_dir={out_dir} has no export.json), so "
+                            "overwrite=True does not replace it. Export to another folder, or empty it yourself.")
 
 
 def _require_safetensors(folder: Path) -> None:
@@ -379,15 +406,6 @@ def _inside(path: Path, root: Path) -> Path:
     if not path.resolve().is_relative_to(root.resolve()):
         raise FasttuneError(f"Export path leaves the export folder (path={path}, folder={root}).")
     return path
-
-
-def _replace(staging: Path, out_dir: Path) -> None:
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    if out_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.replace(old)
-    staging.replace(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager

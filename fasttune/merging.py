@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from fasttune import hooks
+from fasttune import chat_templates, hooks
 from fasttune.card import read_card, resolve_base_model, write_card
 from fasttune.errors import FasttuneError, raise_problems
 
@@ -50,7 +50,8 @@ class MergeConfig:
 
 @hooks.library_scope()
 def merge_adapters(adapters: list, weights: list[float],
-                   method: Literal["linear", "ties", "dare_linear", "svd"] = "linear", *, out_dir: str | Path | None = None, density: float = 0.5, svd_rank: int | None = None,
+                   method: Literal["linear", "ties", "dare_linear", "svd"] = "linear", *,
+                   out_dir: str | Path | None = None, density: float = 0.5, svd_rank: int | None = None,
                    seed: int = 0) -> Path:
     """Merge adapter folders (or Runs) trained on the same base into a new adapter folder, with a fasttune card.
 
@@ -73,6 +74,10 @@ def merge_adapters(adapters: list, weights: list[float],
     if len({base.resolve() for base in bases}) > 1:
         raise FasttuneError(f"The adapters have different base models "
                             f"(base_model={sorted(map(str, set(bases)))}). Merge adapters of one base.")
+    if len({str(chat_templates.from_card(card)) for card in cards}) > 1:
+        raise FasttuneError("The adapters were trained with different chat templates (chat_template="
+                            f"{[(card.get(chat_templates.CARD_KEY) or {}).get('name') for card in cards]}). "
+                            "Merge adapters trained with one template.")
     base_path = bases[0]
     out_dir = Path(out_dir or f"runs/merge-{method}-{datetime.now():%Y%m%d-%H%M%S}")
     if out_dir.exists():
@@ -103,7 +108,7 @@ def merge_adapters(adapters: list, weights: list[float],
             "merge": {"method": method, "weights": list(weights), "density": density, "svd_rank": svd_rank,
                       "seed": seed, "adapters": [{"path": str(f), "task": c.get("task")}
                                                  for f, c in zip(folders, cards, strict=True)]},
-            "task": cards[0].get("task")}
+            "task": cards[0].get("task"), chat_templates.CARD_KEY: cards[0].get(chat_templates.CARD_KEY)}
     write_card(partial, card)
     partial.replace(out_dir)
     return out_dir
@@ -112,4 +117,8 @@ def merge_adapters(adapters: list, weights: list[float],
 def _card(folder: Path) -> dict:
     if not (folder / "adapter_config.json").is_file():
         raise FasttuneError(f"Not an adapter folder (adapter={folder}): adapter_config.json is missing.")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise FasttuneError(f"No adapter_model.safetensors in {folder} (adapter={folder}). fasttune reads adapter "
+                            "weights from safetensors only (pickled .bin files can run code): convert them with "
+                            "PEFT's save_pretrained(safe_serialization=True) on a machine you trust.")
     return read_card(folder)

@@ -271,13 +271,13 @@ def read_conversations(source: Source, labels: list[str] | None = None) -> list[
             first = kind, place
         elif kind != first[0]:
             raise place.error(f"mixed formats in one file: this row is {kind or 'of neither format'}, but "
-                              f"{first[1].at} is {first[0]}. Keep one format a file.", shape=True)
+                              f"{first[1].at} is {first[0]}. Keep to one format per file.", shape=True)
         messages, fields = read_row(row, place, source)
         found = conversation.conversation_problem(messages)
         if found:
             index, text = found
             raise place.error(f"{text} (field '{fields[index]}')." if index is not None else f"{text}.")
-        if labels is not None and messages[-1]["content"].strip() not in labels:
+        if labels is not None and messages[-1]["content"].strip() not in [label.strip() for label in labels]:
             raise place.error(f"field '{fields[-1]}' is {reading.shown(messages[-1]['content'])}, expected one of "
                               f"the labels {labels}.")
         conversations.append((place, messages))
@@ -289,7 +289,7 @@ def _check_mapped_columns(source: Source, records: list[reading.Record]) -> None
     present = sorted({key for _, row in records for key in row})
     defaults = COLUMNS[source.formatting]
     required = ("prompt", "response") if source.formatting == "alpaca" else ()
-    for key in {*source.columns, *required}:
+    for key in dict.fromkeys([*required, *source.columns]):
         name = source.columns.get(key, defaults[key])
         if name not in present:
             error = _unknown("column", name, present)
@@ -368,8 +368,8 @@ def _chat_row(row: dict, place: Place, source: Source) -> tuple[Messages, list[s
         for key in (role_key, content_key):
             if key not in item:
                 raise place.error(f"missing field '{where}.{key}' (messages here hold {role_key} and {content_key}"
-                                  f"; this one holds {', '.join(item) or 'nothing'}). Keep one message format a "
-                                  "file, or set tags.", shape=True)
+                                  f"; this one holds {', '.join(item) or 'nothing'}). Keep to one message format "
+                                  "per file, or set tags.", shape=True)
             if not isinstance(item[key], str):
                 raise place.error(f"field '{where}.{key}' should be str, got {type(item[key]).__name__} "
                                   f"({reading.shown(item[key])}).", shape=True)
@@ -410,9 +410,9 @@ def prompt_text(messages: Messages) -> str:
     return "\n".join(message["content"] for message in messages[:-1])
 
 
-def load_split(config: OwnDataConfig, formatting: Formatting, base: Path, split: str) -> list[Example]:
-    """The examples of `split` ("train" or "test"), each {"id": where it is in its file, "messages": [...]}."""
-    train, held_out = sources(config, formatting, base)
+def load_split(config: OwnDataConfig, train: Source, held_out: Source | None, split: str) -> list[Example]:
+    """The examples of `split` ("train" or "test"), each {"id": where it is in its file, "messages": [...]}: the
+    held-out source's rows as "test", or else the training rows split by a seeded hash of their prompts."""
     if held_out is not None:
         rows = read_conversations(train if split == "train" else held_out, config.labels)
     else:

@@ -76,7 +76,7 @@ class Task:
         if self.data_dir is not None and self.data_dir.exists():
             examples = self.read(self.data_dir, split)
         elif self.hub_id is not None and os.environ.get("HF_HUB_OFFLINE") != "1":
-            examples = self.read_hub(split)
+            examples = self._read_hub_or_explain(split)
         else:
             raise FasttuneError(
                 f"No data for task '{self.name}' (data_dir={self.data_dir}). Pass data_dir= pointing at the task's "
@@ -91,6 +91,20 @@ class Task:
     def read(self, data_dir: Path, split: str) -> list[Example]:
         """Read `split` from local files under `data_dir`."""
         raise NotImplementedError(f"Task '{self.name}' does not read local files.")
+
+    def _read_hub_or_explain(self, split: str) -> list[Example]:
+        """`read_hub`, with a network failure (after the hub client's own retries) turned into one FasttuneError."""
+        import httpx
+
+        try:
+            return self.read_hub(split)
+        except (OSError, httpx.HTTPError) as error:  # ConnectionError and requests' errors are OSErrors
+            raise FasttuneError(
+                f"Task '{self.name}' could not read hub dataset '{self.hub_id}' (split={split!r}; "
+                f"{type(error).__name__}: {str(error)[:200]}) and has no local data (data_dir={self.data_dir}). "
+                f"Download the dataset where there is network and pass data_dir= pointing at it (or set "
+                f"FASTTUNE_DATA to a folder holding '{self.data_folder or self.name}/'); set HF_HUB_OFFLINE=1 to "
+                "fail at once instead of trying the network.") from error
 
     def read_hub(self, split: str) -> list[Example]:
         """Read `split` from the hub dataset `hub_id` (needs network)."""

@@ -7,6 +7,7 @@ the default task of `python -m fasttune.bench`. Splits are generated from fixed 
 
 import random
 
+from fasttune.errors import FasttuneError
 from fasttune.parsing import first_integer
 from fasttune.task import Sample, Task
 
@@ -22,6 +23,12 @@ class LargerNumber(Task):
 
     def __init__(self, data_dir=None, low: int = 10, high: int = 999):
         super().__init__(data_dir)
+        needed, pairs = sum(SIZES.values()), max(high - low, 0) * max(high - low + 1, 0) // 2
+        if pairs < needed:
+            span = next(n for n in range(1, needed + 1) if n * (n + 1) // 2 >= needed)
+            raise FasttuneError(f"Task 'larger_number' needs {needed} distinct pairs of integers in [low, high], and "
+                                f"[{low}, {high}] holds {pairs} (low={low}, high={high}). Widen the range to "
+                                f"high - low >= {span}.")
         self.low, self.high = low, high
 
     def load(self, split):

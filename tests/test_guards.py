@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import fasttune
-from fasttune import guards
+from fasttune import checkpoints, guards
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"max_steps": 8, "batch_size": 4, "limit": 40, "logging_steps": 2, "save_steps": 2}
@@ -99,17 +100,28 @@ def test_sigterm_saves_a_checkpoint_stops_and_resumes_to_the_same_adapter(tiny_m
     assert_bitwise_equal(adapter_weights(tmp_path), uninterrupted[1])
 
 
+def write_checkpoint(folder: Path, complete: bool = True) -> None:
+    """The files a resume reads back, valid but tiny; marked complete (as training does after saving) or not."""
+    folder.mkdir(parents=True)
+    for name in ("trainer_state.json", "adapter_config.json"):
+        (folder / name).write_text("{}")
+    save_file({"weight": torch.zeros(1)}, folder / "adapter_model.safetensors")
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        torch.save({}, folder / name)
+    if complete:
+        checkpoints.write_manifest(folder)
+
+
 def test_resume_refuses_other_settings_and_missing_checkpoints_and_a_fresh_start_refuses_old_ones(tmp_path):
     checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
     with pytest.raises(fasttune.FasttuneError, match="No complete checkpoint to resume from"):
         guards.resume_point(tmp_path, {"learning_rate": 5e-4})
-    checkpoint.mkdir(parents=True)
-    for name in guards.CHECKPOINT_FILES[1:]:  # trainer_state.json missing: a checkpoint cut off while written
-        (checkpoint / name).write_text("")
-    with pytest.raises(fasttune.FasttuneError, match="No complete checkpoint"):
-        guards.resume_point(tmp_path, {"learning_rate": 5e-4})
-    (checkpoint / "trainer_state.json").write_text("{}")
     (tmp_path / "config.json").write_text(json.dumps({"learning_rate": 5e-4, "seed": 0}))
+    write_checkpoint(checkpoint, complete=False)  # cut off while written: no manifest
+    with pytest.raises(fasttune.FasttuneError, match="No complete checkpoint"):
+        guards.resume_point(tmp_path, {"learning_rate": 5e-4, "seed": 0})
+    shutil.rmtree(tmp_path / "checkpoints")
+    write_checkpoint(checkpoint)
     assert guards.resume_point(tmp_path, {"learning_rate": 5e-4, "seed": 0}) == checkpoint
     with pytest.raises(fasttune.FasttuneError, match=r"other settings .*learning_rate: 0.0005 -> 0.001"):
         guards.resume_point(tmp_path, {"learning_rate": 1e-3, "seed": 0})
@@ -118,9 +130,7 @@ def test_resume_refuses_other_settings_and_missing_checkpoints_and_a_fresh_start
 
 
 def test_resume_lets_fasttune_decide_checkpointing_again_but_not_override_a_users_choice(tmp_path):
-    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
-    for name in guards.CHECKPOINT_FILES:
-        (tmp_path / "checkpoints" / "checkpoint-2" / name).write_text("{}")
+    write_checkpoint(tmp_path / "checkpoints" / "checkpoint-2")
     (tmp_path / "config.json").write_text(json.dumps({"seed": 0, "gradient_checkpointing": True}))
     decided = ("gradient_checkpointing",)
     assert guards.resume_point(tmp_path, {"seed": 0, "gradient_checkpointing": None}, decided).name == "checkpoint-2"

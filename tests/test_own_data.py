@@ -190,7 +190,7 @@ def test_rows_of_the_eval_file_that_repeat_a_training_prompt_are_refused_for_tra
     assert len(task.load("test")) == 5
     with pytest.raises(FasttuneError, match=r"Refusing to train task 'instruction': 5 of 40 'train' rows repeat a "
                                             r"'test' row \(ids: rows.jsonl, line 36"):
-        splits.training_examples(task, "train", None)
+        splits.refuse_test_rows(task, "train", task.load("train"))
 
 
 # --- scoring ---------------------------------------------------------------------------------------------------------
@@ -377,3 +377,8 @@ def test_a_hub_dataset_id_is_refused_with_what_to_do_until_hub_reading_lands(tmp
     with pytest.raises(FasttuneError, match=r"train_file='tatsu-lab/alpaca' is not a local file or folder, and looks "
                                             r"like a hub dataset id.*save_to_disk"):
         fasttune.tasks.get("instruction", train_file="tatsu-lab/alpaca")
+
+
+def test_an_unknown_task_option_suggests_the_close_one():
+    with pytest.raises(FasttuneError, match=r"Unknown option of task 'chat' 'trian_file'. Did you mean: train_file"):
+        fasttune.tasks.get("chat", trian_file="x.jsonl")

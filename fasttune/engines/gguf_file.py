@@ -140,7 +140,8 @@ class GgufEngine:
 
     def _end_of_turn_id(self) -> int:
         render = self._chat_formatter(add_generation_prompt=False)
-        tail = self.tokenize(data.text_after_assistant_turn(lambda messages: render(messages=messages).prompt))
+        tail = self.tokenize(data.text_after_assistant_turn(lambda messages: render(messages=messages).prompt,
+                                                            f"The chat template of {self.path}"))
         return tail[0] if tail else self.llama.token_eos()
 
 

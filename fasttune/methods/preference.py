@@ -13,7 +13,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from fasttune import backend, splits
+from fasttune import backend, data, splits
 from fasttune.backend import Model
 from fasttune.configs import TrainingData
 from fasttune.errors import not_positive
@@ -45,6 +45,8 @@ class Pair:
     prompt: Messages
     chosen: str
     rejected: str
+    id: str = ""
+    """Where the pair came from (the task example's id, or the pairs file's row), for the counts of pairs left out."""
 
 
 @dataclass
@@ -73,7 +75,8 @@ def build_pairs(task: Task, examples: list[Example], judged: list[list[Judged]])
         wrong += len(rejected)
         if not rejected:
             always_right.append(str(example["id"]))
-        pairs += [Pair(sample.prompt, sample.completion, text) for text in dict.fromkeys(rejected)]
+        pairs += [Pair(sample.prompt, sample.completion, text, f"{example['id']}/{number}")
+                  for number, text in enumerate(dict.fromkeys(rejected))]
     return Pairs(pairs, len(examples), sum(map(len, judged)), wrong, always_right)
 
 
@@ -89,7 +92,7 @@ def read_pairs(path: str | Path) -> list[Pair]:
             raise place.error("'chosen' and 'rejected' are the same text; a pair needs two answers "
                               f"(chosen={row['chosen']!r}). Fix or remove the row.")
         prompt = [{"role": "user", "content": row["prompt"]}] if isinstance(row["prompt"], str) else row["prompt"]
-        pairs.append(Pair(prompt, row["chosen"], row["rejected"]))
+        pairs.append(Pair(prompt, row["chosen"], row["rejected"], f"{Path(path).name} {place.row_at}"))
     return pairs
 
 
@@ -102,12 +105,14 @@ class PreferenceMethod(ABC):
             pairs = read_pairs(config.pairs_file)[: config.limit]
             summary = {"source": str(config.pairs_file), "pairs": len(pairs)}
         else:
-            examples = splits.training_examples(task, config.split, config.limit)
+            examples = splits.training_examples(task, config)
             samples = sample_judged(model, task, examples, config.sampling, config.seed)
             built = build_pairs(task, examples, samples)
             pairs, summary = built.pairs, built.summary()
+        pairs, too_long = fitting_pairs(pairs, model)
         rows = self.rows(pairs)
-        return TrainingData(rows, summary={**summary, **self.row_summary(rows)})
+        return TrainingData(rows, skipped_too_long=too_long,
+                            summary={**summary, "too_long": len(too_long), **self.row_summary(rows)})
 
     def rows(self, pairs: list[Pair]) -> list[dict]:
         """Conversational rows of the pairs (prompt, chosen, rejected)."""
@@ -130,6 +135,20 @@ class PreferenceMethod(ABC):
         return with_progress(backend.trainer_class(config.method)(
             model=model.model, processing_class=model.tokenizer, train_dataset=Dataset.from_list(prepared.rows),
             args=self.arguments(shared, config), callbacks=callbacks))
+
+
+def fitting_pairs(pairs: list[Pair], model: Model) -> tuple[list[Pair], list[str]]:
+    """(pairs whose prompt plus chosen and plus rejected answer fit `model.max_seq_length`, ids of those that do
+    not): TRL would cut the others' answers off, training on text the pair never held."""
+    end, kept, too_long = model.end_of_turn, [], []
+    for pair in pairs:
+        prompt = len(data.prompt_ids(model.tokenizer, pair.prompt, f"pair {pair.id}"))
+        longest = max(len(data.completion_ids(model.tokenizer, text, end)) for text in (pair.chosen, pair.rejected))
+        if prompt + longest <= model.max_seq_length:
+            kept.append(pair)
+        else:
+            too_long.append(pair.id)
+    return kept, too_long
 
 
 def assistant(text: str) -> Messages:
