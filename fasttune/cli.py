@@ -65,11 +65,13 @@ class TaskChoice:
 
 
 @dataclass
-class ResumeChoice:
-    """Whether a training run starts fresh or continues."""
+class RunChoice:
+    """Whether a training run starts fresh, continues an interrupted one, or replaces a finished one."""
 
     resume: bool = False
     """Continue the interrupted run in output_dir from its latest checkpoint (the settings must be the same)."""
+    overwrite: bool = False
+    """Replace the adapter of a finished run in output_dir when this run finishes."""
 
 
 @dataclass
@@ -90,10 +92,10 @@ class ExportPaths:
     """The export folder (it must not exist unless overwrite)."""
 
 
-def train_command(config: TrainConfig, resume: ResumeChoice, model: LoadConfig, task: Task,
+def train_command(config: TrainConfig, run_choice: RunChoice, model: LoadConfig, task: Task,
                   eval: EvalConfig | None, export: ExportConfig | None) -> dict:  # noqa: A002 - the section names
     """Train a LoRA adapter on a task; then evaluate it and export it where the eval and export sections are set."""
-    run = fasttune.train(fasttune.load(**asdict(model)), task, config=config, resume=resume.resume)
+    run = fasttune.train(fasttune.load(**asdict(model)), task, config=config, **asdict(run_choice))
     console.print(f"{config.method} on {task.name}: {run.seconds:.0f}s ({run.tokens_per_second:.0f} tok/s); "
                   f"adapter in {run.adapter_dir}")
     done = {"run": run, "eval": None, "export": None}
@@ -164,7 +166,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command(train_command, {"config": TrainConfig, "resume": ResumeChoice},
+    "train": Command(train_command, {"config": TrainConfig, "run_choice": RunChoice},
                      {"model": LoadConfig, "task": TaskChoice, "eval": EvalConfig, "export": ExportConfig},
                      optional=("eval", "export"), variants={name: method.config for name, method in METHODS.items()},
                      recorded=("plan",)),
