@@ -85,10 +85,12 @@ def barrier() -> None:
 
 def device_map() -> dict:
     """from_pretrained's placement under torchrun on CUDA GPUs: the whole model on this rank's GPU (each rank trains
-    a full copy); {} elsewhere."""
+    a full copy), which becomes the process's current device so that memory caps and checks apply to it; {} and no
+    change elsewhere."""
     import torch
 
     if world_size() > 1 and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
         return {"device_map": {"": f"cuda:{local_rank()}"}}
     return {}
 
