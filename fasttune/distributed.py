@@ -65,6 +65,16 @@ def gather(share: list) -> list:
     return gather_object(share)
 
 
+def from_main_process(value):
+    """Rank 0's `value` (any picklable object) on every rank; `value` itself in a plain process."""
+    if world_size() == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    _state()  # the process group, before the first collective
+    return broadcast_object_list([value])[0]
+
+
 def largest(value: int) -> int:
     """The largest `value` any rank passes (e.g. a signal number, 0 for none): every rank must call it at the same
     point. `value` itself in a plain process."""
