@@ -53,7 +53,7 @@ class LoadConfig:
     (an adapter's saved one)."""
 
     def __post_init__(self):
-        problems = not_positive(self, ("max_seq_length", "max_memory_gib"))
+        problems = not_positive(self, ("max_seq_length",))  # max_memory_gib: memory.limit_memory
         if self.dtype not in (None, *DTYPES):
             problems.append(f"dtype must be one of {', '.join(DTYPES)} or None (dtype={self.dtype!r})")
         raise_problems(problems)

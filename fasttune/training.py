@@ -81,7 +81,7 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
 
 def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resume: bool, overwrite: bool) -> Run:
     recipe = METHODS[config.method]
-    checkpoint = (guards.resume_point(output_dir, {**config_dict(config), **run_inputs(model, task)},
+    checkpoint = (guards.resume_point(output_dir, config_dict(config),
                                       decided_by_fasttune=("padding_free", "gradient_checkpointing", "optimizer",
                                                            "plan"))
                   if resume else guards.check_fresh_start(output_dir, overwrite))

@@ -65,7 +65,7 @@ class TransformersEngine:
             for start in range(0, len(order), batch_size):
                 batch = order[start:start + batch_size]
                 rows = [(row, continuation) for row, i in enumerate(batch) for continuation in continuations[i]]
-                with _out_of_memory_advice(len(rows), max(len(prompts[i]) for i in batch)
+                with _out_of_memory_advice(len(batch), max(len(prompts[i]) for i in batch)
                                            + max(len(c) for _, c in rows)):
                     batch_scores = iter(self._prompt_cached_logprobs([prompts[i] for i in batch], rows))
                 for i in batch:
