@@ -54,6 +54,12 @@ def test_a_run_folder_offers_its_adapter_its_base_the_embedded_model_and_its_rep
     assert sorted(Path(path).name for path in catalog.reports) == ["base.json", "tuned.json"]
 
 
+def test_a_folder_with_no_model_and_no_saved_report_is_refused_by_name(tmp_path):
+    (tmp_path / "notes.json").write_text("{}")
+    with pytest.raises(FasttuneError, match=f"No model, adapter or saved report at {tmp_path}"):
+        Catalog(AppConfig(models=[str(tmp_path)]))
+
+
 def test_predictions_filter_splits_a_report_into_right_wrong_and_unparsed(app_run):
     report = fasttune.Report.load(app_run / "base.json")
     prompt_of, note = report_view.prompts(report, fasttune.tasks.get("larger_number"))
