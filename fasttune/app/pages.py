@@ -164,6 +164,7 @@ def report_page(catalog: Catalog) -> None:
                          preview=False, interactive=False)
     shown = gr.Radio(list(report_view.OUTCOMES), value="all", label="predictions", elem_id="report-filter")
     note = gr.Markdown()
+    count = gr.Markdown(elem_id="report-count")
     predictions = gr.Dataframe(label="predictions", interactive=False, wrap=True, elem_id="report-predictions")
     opened = gr.State(None)
 
@@ -185,10 +186,12 @@ def report_page(catalog: Catalog) -> None:
 
     def filter_predictions(state, which: str):
         if state is None:
-            return gr.update()
+            return gr.update(), gr.update()
         report, comparison, prompt_of = state
-        return report_view.predictions_table(report, which, prompt_of, comparison)
+        table = report_view.predictions_table(report, which, prompt_of, comparison)
+        total = report.n if comparison is None else comparison.n
+        return table, f"{len(table)} of {total} predictions ({which})"
 
     open_button.click(open_report, [first, second],
                       [opened, heading, metrics, distribution, categories, gallery, shown, note, predictions])
-    shown.change(filter_predictions, [opened, shown], predictions)
+    shown.change(filter_predictions, [opened, shown], [predictions, count])
