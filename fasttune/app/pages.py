@@ -177,10 +177,11 @@ def report_page(catalog: Catalog) -> None:
         names = [report.model] if comparison is None else list(comparison.labels)
         prompt_of, prompt_note = report_view.prompts(report, catalog.task(report.task["name"]))
         paths = [catalog.reports[label]] + ([] if comparison is None else [catalog.reports[other]])
+        pngs = [str(png) for png in report_view.plots(paths)]
         filters = [*report_view.OUTCOMES, *(["flipped"] if comparison else [])]
         return ((report, comparison, prompt_of), report_view.summary(report, comparison),
                 report_view.metrics_table(report, comparison), report_view.distribution_table(reports, names),
-                report_view.category_table(reports, names), [str(png) for png in report_view.plots(paths)],
+                report_view.category_table(reports, names), gr.update(value=pngs, visible=bool(pngs)),
                 gr.update(choices=filters, value="all"), prompt_note,
                 report_view.predictions_table(report, "all", prompt_of, comparison))
 
