@@ -211,3 +211,14 @@ def test_the_app_chats_compares_two_models_and_filters_a_report_to_its_wrong_ans
         browser.close()
     assert hosts == {urlsplit(app_url).netloc}  # the page loaded nothing from anywhere but the app
     assert all((shots / f"app-{name}.png").stat().st_size > 10_000 for name in ("chat", "side-by-side", "report"))
+
+
+def test_a_gguf_file_loads_for_chat_with_its_own_template_and_streams_a_greedy_reply():
+    from fasttune import embedded
+    from fasttune.app import models
+
+    model = models.load(embedded.gguf_path())  # the import of its engine was broken before the app used it
+    assert model.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and "<|im_start|>" in model.chat_template
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    pieces = list(model.stream(messages, models.Sampling(max_new_tokens=8)))
+    assert 1 <= len(pieces) <= 8 and "".join(pieces) == models.reply(model, messages, models.Sampling(max_new_tokens=8))
