@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fasttune import conversation, reading, scoring
+from fasttune import conversation, hub, reading, scoring
 from fasttune.errors import FasttuneError, FasttuneWarning, raise_problems, unknown_name
 from fasttune.reading import Field, Place
 from fasttune.splits import bucket
@@ -161,13 +161,22 @@ def sources(config: OwnDataConfig, formatting: Formatting, base: Path) -> tuple[
 
 
 def _local(base: Path, given: str, option: str) -> Path:
-    """The local path of option `option`; a missing path shaped like a hub id ("org/name") gets its own error."""
+    """The local path of option `option`, or, where no such path exists and it reads as a hub dataset id
+    ("org/name"), that dataset's data file from the hub cache (downloaded when online; see fasttune.hub)."""
     path = base / given
-    if not path.exists() and given.count("/") == 1 and not Path(given).suffix and not given.startswith((".", "~")):
-        raise FasttuneError(f"{option}={given!r} is not a local file or folder, and looks like a hub dataset id; "
-                            "fasttune reads local data here. Save the dataset where there is network (datasets' "
-                            "load_dataset(...).save_to_disk('data/name')) and give that folder.")
-    return path
+    if path.exists() or not hub.looks_like_hub_id(given):
+        return path
+    folder = hub.dataset_folder(given)
+    files = sorted(file for file in folder.rglob("*") if file.is_file() and reading.data_format(file) in
+                   reading.ROW_FORMATS)
+    training = [file for file in files if "train" in file.name.lower()]
+    chosen = files if len(files) == 1 else training
+    if len(chosen) != 1:
+        names = ", ".join(str(file.relative_to(folder)) for file in files) or "none"
+        raise FasttuneError(f"{option}={given!r}: the hub dataset holds {len(files)} data files ({names}) and "
+                            f"fasttune cannot tell which one holds the training rows. Give that file's path "
+                            f"(under {folder}) as {option}.")
+    return chosen[0]
 
 
 def _saved_splits(train: Source, held_out: Source | None) -> tuple[Source, Source | None]:

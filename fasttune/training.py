@@ -81,13 +81,13 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
 
 def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resume: bool, overwrite: bool) -> Run:
     recipe = METHODS[config.method]
-    settings = {**config_dict(config), **model_and_task_settings(model, task)}
-    checkpoint = (guards.resume_point(output_dir, settings,
+    checkpoint = (guards.resume_point(output_dir, config_dict(config),
                                       decided_by_fasttune=("padding_free", "gradient_checkpointing", "optimizer",
                                                            "plan"))
                   if resume else guards.check_fresh_start(output_dir, overwrite))
 
-    prepared = recipe.prepare(model, task, config)
+    # Methods that sample their data (DPO, KTO, RFT, GRPO) could build other rows on each rank: all train on rank 0's.
+    prepared = distributed.from_main_process(recipe.prepare(model, task, config))
     if prepared.skipped_too_long:
         ids = prepared.skipped_too_long
         warnings.warn(f"fasttune: skipped {len(ids)} of {len(ids) + len(prepared.rows)} training examples longer "
@@ -103,7 +103,7 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
     output_dir.mkdir(parents=True, exist_ok=True)
     writes = distributed.is_main_process()
     if writes:  # config.json written whole at once: the other ranks may be reading the old one
-        recorded = {**config_dict(config), **model_and_task_settings(model, task), "plan": asdict(device_plan)}
+        recorded = {**config_dict(config), **run_inputs(model, task), "plan": asdict(device_plan)}
         atomic.write_file(output_dir / "config.json", json.dumps(recorded, indent=2))
         inputs.record_or_check(output_dir, inputs.run_inputs(model, task, prepared.rows), resume)
 
@@ -180,13 +180,13 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
                prepared.skipped_too_long, config, device_plan, prepared.summary, kept, report)
 
 
-def model_and_task_settings(model: Model, task: Task) -> dict:
+def run_inputs(model: Model, task: Task) -> dict:
     """What config.json records beside the config: the task with its options and the model as `load` read it,
     so that `fasttune train --config config.json` trains the same run again."""
-    settings = {"task": {"name": task.name, **task.constructor_arguments()}}
+    inputs = {"task": {"name": task.name, **task.constructor_arguments()}}
     if model.load_config is not None:
-        settings["model"] = asdict(model.load_config)
-    return settings
+        inputs["model"] = asdict(model.load_config)
+    return inputs
 
 
 def method_config(method: str | None, config: TrainConfig | None, overrides: dict) -> TrainConfig:

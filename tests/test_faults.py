@@ -191,7 +191,7 @@ def test_a_full_disk_during_the_final_save_leaves_no_half_adapter_and_resume_fin
     with pytest.raises(fasttune.FasttuneError, match=r"No space left on the device while writing .*adapter"):
         train_tiny(tiny_model_dir, small_disk / "run")
     monkeypatch.undo()
-    assert sorted(p.name for p in (small_disk / "run").iterdir() if p.is_dir()) == ["checkpoints"]
+    assert sorted(p.name for p in (small_disk / "run").iterdir() if p.is_dir()) == ["checkpoints", "tensorboard"]
     (small_disk / "filler").unlink()
     train_tiny(tiny_model_dir, small_disk / "run", resume=True)
     assert_bitwise_equal(adapter_weights(small_disk / "run"), uninterrupted[1])

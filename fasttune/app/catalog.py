@@ -1,7 +1,7 @@
 """What the app offers: the models (loaded on first use, then kept) and the saved reports, found from an AppConfig.
 
 A run folder (one holding `adapter/`) offers its adapter, the adapter's base model and the reports saved in it;
-an adapter folder offers itself and its base model.
+an adapter folder offers itself and its base model; a folder holding neither weights nor an adapter, its reports.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ class Catalog:
         for spec in config.models:
             path = Path(spec).expanduser()
             if (path / "adapter").is_dir():
+                self._add_reports(path)
                 path = path / "adapter"
-                self._add_reports(path.parent)
+            elif path.is_dir() and not (path / "adapter_config.json").is_file() and not any(path.glob("*.safetensors")):
+                self._add_reports(path)  # no weights, no adapter: a folder of saved reports
+                continue
             if (path / "adapter_config.json").is_file():
                 self._add_model(resolve_base_model(path))
             self._add_model(path)
@@ -49,11 +52,12 @@ class Catalog:
             self.models[str(path)] = str(path)
 
     def _add_reports(self, path: Path) -> None:
-        found = [path] if path.is_file() else sorted(summary for summary in path.glob("*.json")
-                                                      if is_saved_report(summary))
-        if path.is_dir() and not found and not (path / "adapter").is_dir():
-            raise FasttuneError(f"No saved report in {path} (reports={path}). Pass a folder holding a "
-                                "<name>.json and <name>.predictions.jsonl that Report.save wrote.")
+        found = [path] if path.is_file() else sorted(path.glob("*.json"))
+        found = [summary for summary in found if is_saved_report(summary)]
+        if not found and not (path / "adapter").is_dir():
+            raise FasttuneError(f"No model, adapter or saved report at {path} (path={path}). Pass a run folder, a "
+                                "model or adapter folder, a .gguf file, or a <name>.json (or a folder of them) that "
+                                "Report.save wrote beside its <name>.predictions.jsonl.")
         for summary in found:
             self.reports[str(summary)] = summary
 

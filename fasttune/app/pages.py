@@ -164,6 +164,7 @@ def report_page(catalog: Catalog) -> None:
                          preview=False, interactive=False)
     shown = gr.Radio(list(report_view.OUTCOMES), value="all", label="predictions", elem_id="report-filter")
     note = gr.Markdown()
+    count = gr.Markdown(elem_id="report-count")
     predictions = gr.Dataframe(label="predictions", interactive=False, wrap=True, elem_id="report-predictions")
     opened = gr.State(None)
 
@@ -176,19 +177,22 @@ def report_page(catalog: Catalog) -> None:
         names = [report.model] if comparison is None else list(comparison.labels)
         prompt_of, prompt_note = report_view.prompts(report, catalog.task(report.task["name"]))
         paths = [catalog.reports[label]] + ([] if comparison is None else [catalog.reports[other]])
+        pngs = [str(png) for png in report_view.plots(paths)]
         filters = [*report_view.OUTCOMES, *(["flipped"] if comparison else [])]
         return ((report, comparison, prompt_of), report_view.summary(report, comparison),
                 report_view.metrics_table(report, comparison), report_view.distribution_table(reports, names),
-                report_view.category_table(reports, names), [str(png) for png in report_view.plots(paths)],
+                report_view.category_table(reports, names), gr.update(value=pngs, visible=bool(pngs)),
                 gr.update(choices=filters, value="all"), prompt_note,
                 report_view.predictions_table(report, "all", prompt_of, comparison))
 
     def filter_predictions(state, which: str):
         if state is None:
-            return gr.update()
+            return gr.update(), gr.update()
         report, comparison, prompt_of = state
-        return report_view.predictions_table(report, which, prompt_of, comparison)
+        table = report_view.predictions_table(report, which, prompt_of, comparison)
+        total = report.n if comparison is None else comparison.n
+        return table, f"{len(table)} of {total} predictions ({which})"
 
     open_button.click(open_report, [first, second],
                       [opened, heading, metrics, distribution, categories, gallery, shown, note, predictions])
-    shown.change(filter_predictions, [opened, shown], predictions)
+    shown.change(filter_predictions, [opened, shown], [predictions, count])
