@@ -45,7 +45,7 @@ class MarkComplete(transformers.TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
+        if args.should_save and folder.is_dir():  # should_save: the one process that writes checkpoints
             loss, step = hooks.logging_window(self.trainer)
             (folder / LOGGING_WINDOW).write_text(json.dumps({"loss": loss, "step": step}))
             write_manifest(folder)

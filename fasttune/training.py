@@ -83,9 +83,9 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
     config = replace(config, padding_free=device_plan.padding_free,
                      gradient_checkpointing=device_plan.gradient_checkpointing)
     output_dir.mkdir(parents=True, exist_ok=True)
+    inputs.record_or_check(output_dir, inputs.run_inputs(model, task, prepared.rows), resume)
     recorded = {**config_dict(config), "plan": asdict(device_plan)}
     (output_dir / "config.json").write_text(json.dumps(recorded, indent=2))
-    inputs.record_or_check(output_dir, inputs.run_inputs(model, task, prepared.rows), resume)
 
     previous_adapter = model.adapter_dir
     new_adapter = backend.add_lora(
