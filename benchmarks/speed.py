@@ -7,6 +7,9 @@ Every stack trains on the same rows, in the same order, from the same LoRA initi
   AdamW, Unsloth gradient checkpointing, its padding-free default);
 - unsloth-padded: a hand-written loop over the same Unsloth model with padded batches of the whole batch;
 - hf-peft: transformers + PEFT + bitsandbytes nf4 QLoRA with gradient checkpointing, padded batches.
+fasttune-8bit, fasttune-padded and fasttune-packed are fasttune with one of its choices forced (8-bit AdamW,
+padded or packed batches), and fasttune-before the fasttune package at --before: each lever's before/after.
+fasttune's rows also give the median forward+backward, optimizer and remaining seconds of a step.
 Each stack runs in its own process (speed_worker.py): Unsloth patches transformers globally and must not touch the
 HF stack. fasttune's stack trains through fasttune.seam, the one declared way into fasttune's training.
 With --memory-limit every process is capped at that many GiB of GPU memory before it loads anything (CUDA's
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 import platform
 import random
 import shutil
@@ -56,6 +60,12 @@ SHAPES = {  # public configs of these models; rope scaling is left out (it costs
                                    tie_word_embeddings=False)),
 }
 STACKS = ("fasttune", "unsloth-notebook", "unsloth-padded", "hf-peft")
+FASTTUNE_VARIANTS = {  # fasttune with one of its own choices forced, to measure what that choice gives
+    "fasttune-8bit": {"optimizer": "adamw_8bit"},
+    "fasttune-padded": {"padding_free": False},
+    "fasttune-packed": {"padding_free": True},
+}
+"""fasttune-before: the fasttune package at --before (e.g. the previous commit), run by the same worker."""
 DATASETS = ("blocks", "mnli", "nq")
 ROW_TASKS = {"mnli": "mnli", "nq": "nq_open_oracle"}  # built-in tasks whose training rows the benchmark uses
 WARMUP_LR_STEPS = 5  # the notebooks' warmup_steps, used by every stack
@@ -69,7 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--real-model", default=None,
                         help="also measure this local model folder (e.g. the converted SmolLM2-135M-Instruct)")
     parser.add_argument("--data", default=",".join(DATASETS), help=f"comma-separated: {', '.join(DATASETS)}")
-    parser.add_argument("--stacks", default=",".join(STACKS), help=f"comma-separated: {', '.join(STACKS)}")
+    parser.add_argument("--stacks", default=",".join(STACKS),
+                        help=f"comma-separated: {', '.join((*STACKS, *FASTTUNE_VARIANTS, 'fasttune-before'))}")
+    parser.add_argument("--before", default=None, metavar="FOLDER",
+                        help="folder holding an earlier fasttune package: measured as the stack fasttune-before")
     parser.add_argument("--data-root", default="../shared/data", help="folder holding mnli/ and nq_open/")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2's)")
     parser.add_argument("--rows-per-step", type=int, default=8, help="rows per optimizer step (notebooks: 2 x 4)")
@@ -85,7 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also profile one padding-free and one padded fasttune step on each data kind")
     parser.add_argument("--out", default=None, help="output folder (default runs/speed-<time>)")
     args = parser.parse_args(argv)
-    for name, known in (("models", SHAPES), ("data", DATASETS), ("stacks", STACKS)):
+    stacks = (*STACKS, *FASTTUNE_VARIANTS, *(("fasttune-before",) if args.before else ()))
+    for name, known in (("models", SHAPES), ("data", DATASETS), ("stacks", stacks)):
         setattr(args, name, [item for item in getattr(args, name).split(",") if item])
         for item in getattr(args, name):
             if item not in known:
@@ -131,13 +145,19 @@ def matmul_params(model) -> int:
 
 def summarise(measurement: dict, rows: list[dict], rows_per_step: int, warmup: int, params: int,
               peak_tflops: float) -> dict:
-    """tokens/s over the timed steps (non-padding tokens), median s/step, MFU at 4 x params FLOPs a token."""
+    """tokens/s over the timed steps (non-padding tokens), median s/step, MFU at 4 x params FLOPs a token, and
+    (where the worker timed them) the median seconds of a step's parts: forward and backward, optimizer, and
+    everything else (scheduler, callbacks, logging, fetching and collating the next batch)."""
     ends = measurement["step_ends"]
     tokens = sum(len(row["input_ids"]) for row in rows[warmup * rows_per_step: len(ends) * rows_per_step])
     seconds = ends[-1] - ends[warmup - 1] if warmup else ends[-1] - measurement["start"]
     steps = sorted(b - a for a, b in zip(ends[warmup - 1:], ends[warmup:]))
     tokens_per_second = tokens / seconds
-    return {"tokens_per_second": tokens_per_second, "seconds_per_step": steps[len(steps) // 2],
+    parts = {}
+    for part, values in measurement.get("parts", {}).items():
+        timed = sorted(values[warmup:])
+        parts[f"{part}_seconds"] = timed[len(timed) // 2]
+    return {"tokens_per_second": tokens_per_second, "seconds_per_step": steps[len(steps) // 2], **parts,
             "peak_memory_gib": measurement["peak_memory_bytes"] / 2**30,
             "mfu": 4 * params * tokens_per_second / (peak_tflops * 1e12), "losses": measurement["losses"],
             "timed_tokens": tokens, "timed_seconds": seconds, **measurement.get("notes", {})}
@@ -235,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     plot_speed(summary["results"], out / "speed.png", title=f"LoRA r=16 training on {summary['gpu']}")
     console.print(speed_table(summary))
+    console.print(step_parts_table(summary))
     console.print(f"Results in {out}/ (speed.json, speed.png)")
     return summary
 
@@ -272,12 +293,16 @@ def _run_worker(stack: str, model_dir: Path, work: Path, out: Path, args: argpar
             "rows_per_step": args.rows_per_step, "steps": args.steps, "warmup_lr_steps": WARMUP_LR_STEPS,
             "lr": args.lr, "seed": args.seed, "result": str(work / f"{stack}.result.json"), "work": str(work / stack),
             "profile_dir": str(out) if args.profile else None, "memory_limit_gib": args.memory_limit}
+    spec["variant_config"] = FASTTUNE_VARIANTS.get(stack, {})
     spec_path = work / f"{stack}.spec.json"
     spec_path.write_text(json.dumps(spec))
     Path(spec["result"]).unlink(missing_ok=True)
+    env = dict(os.environ)
+    if stack == "fasttune-before":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(Path(args.before).resolve()), env.get("PYTHONPATH"))))
     try:
         finished = subprocess.run([sys.executable, str(WORKER), str(spec_path)],
-                                  capture_output=True, text=True, timeout=args.worker_timeout)
+                                  capture_output=True, text=True, timeout=args.worker_timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.worker_timeout} s"}
     measured = json.loads(Path(spec["result"]).read_text()) if Path(spec["result"]).exists() else {}
@@ -312,6 +337,24 @@ def speed_table(summary: dict):
         table.add_row(row["model"], row["data"], row["stack"], f"{row['tokens_per_second']:,.0f}",
                       f"{row['seconds_per_step']:.3f}", f"{row['peak_memory_gib']:.1f}",
                       f"{100 * row['mfu']:.1f}%", speedup, agreement)
+    return table
+
+
+STEP_PARTS = ("model", "optimizer", "other")
+
+
+def step_parts_table(summary: dict):
+    """Median milliseconds of each part of a step, for the stacks whose trainer the worker could time part by part:
+    forward and backward, the optimizer, and everything else."""
+    from rich.table import Table
+
+    table = Table(title="median ms a step: forward+backward / optimizer / everything else")
+    for column in ("model", "data", "stack", "s/step", "forward+backward", "optimizer", "other"):
+        table.add_column(column, justify="left" if column in ("model", "data", "stack") else "right")
+    for row in summary["results"]:
+        if all(f"{part}_seconds" in row for part in STEP_PARTS):
+            table.add_row(row["model"], row["data"], row["stack"], f"{row['seconds_per_step']:.3f}",
+                          *(f"{1e3 * row[f'{part}_seconds']:.0f}" for part in STEP_PARTS))
     return table
 
 

@@ -8,6 +8,7 @@ fasttune.seam, the one declared way into fasttune's training, and the public API
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -44,9 +45,10 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     stack = spec["stack"]
     memory.limit_memory(spec["memory_limit_gib"])  # before any weights are on the GPU
+    fasttune_stack = stack.startswith("fasttune")  # fasttune, a variant of it, or an earlier version of it
     if stack == "hf-peft":
         model, pad_id = _hf_peft_model(spec)
-    elif stack == "fasttune":
+    elif fasttune_stack:
         model, pad_id = _fasttune_model(spec)
     else:
         model, pad_id = _unsloth_model(spec)
@@ -61,17 +63,18 @@ def main(spec_path: str) -> None:
                 shared_lora_init(model, spec["seed"])
                 measurement = plain_loop(model, rows, spec, pad_id)
             else:  # fasttune's trainer attaches its LoRA on the first kind: initialise after building
-                trainer = (fasttune_trainer(model, rows, spec) if stack == "fasttune"
+                trainer = (fasttune_trainer(model, rows, spec) if fasttune_stack
                            else _notebook_trainer(model, rows, spec))
-                shared_lora_init(model.model if stack == "fasttune" else model, spec["seed"])
-                measurement = timed_trainer_run(trainer)
+                shared_lora_init(model.model if fasttune_stack else model, spec["seed"])
+                with _training_scope() if fasttune_stack else contextlib.nullcontext():
+                    measurement = timed_trainer_run(trainer)
                 del trainer
         except torch.OutOfMemoryError as error:
             measurement = {"error": f"out of GPU memory: {str(error)[:200]}"}
         measurement["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
         measurements[kind] = measurement
         Path(spec["result"]).write_text(json.dumps(measurements))
-        if stack == "fasttune" and spec["profile_dir"]:
+        if fasttune_stack and spec["profile_dir"]:
             prefix = Path(spec["profile_dir"], f"profile-{Path(spec['model_dir']).name}-{kind}")
             profile_steps(model, rows, spec, prefix)
 
@@ -122,15 +125,39 @@ def _now() -> float:
     return time.perf_counter()
 
 
+def _training_scope():
+    """The hooks fasttune.train runs its trainer under (an earlier fasttune may have none)."""
+    import fasttune.seam
+
+    return getattr(fasttune.seam, "training_scope", contextlib.nullcontext)()
+
+
 def timed_trainer_run(trainer, same_order: bool = True) -> dict:
-    """Per-step end times and losses of a trainer's run; with `same_order` the rows are taken in dataset order."""
+    """Per-step end times, losses and the seconds of each step's parts (forward and backward, optimizer, the
+    rest) of a trainer's run; with `same_order` the rows are taken in dataset order. Timing the parts syncs the
+    device three more times a step."""
     import transformers
 
-    ends = []
+    ends, marks = [], {}
+    parts = {"model": [], "optimizer": [], "other": []}
 
     class StepClock(transformers.TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            marks["begin"] = _now()
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            marks["backward"] = _now()
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            marks["optimizer"] = _now()
+
         def on_step_end(self, args, state, control, **kwargs):
             ends.append(_now())
+            step = ends[-1] - (ends[-2] if len(ends) > 1 else marks["begin"])
+            if "backward" in marks:  # trainers that call every hook
+                parts["model"].append(marks["backward"] - marks["begin"])
+                parts["optimizer"].append(marks["optimizer"] - marks["backward"])
+                parts["other"].append(step - parts["model"][-1] - parts["optimizer"][-1])
 
     trainer.add_callback(StepClock())
     if same_order:
@@ -142,7 +169,8 @@ def timed_trainer_run(trainer, same_order: bool = True) -> dict:
              "gradient_checkpointing": trainer.args.gradient_checkpointing,
              "micro_batch": trainer.args.per_device_train_batch_size,
              "accumulation": trainer.args.gradient_accumulation_steps}
-    return {"losses": losses, "step_ends": ends, "start": start, "notes": notes}
+    return {"losses": losses, "step_ends": ends, "start": start, "notes": notes,
+            **({"parts": parts} if parts["model"] else {})}
 
 
 def _fasttune_model(spec: dict):
@@ -158,9 +186,10 @@ def fasttune_trainer(model, rows: list[dict], spec: dict):
     projection), with gradient checkpointing decided from the free memory (within the model's cap) and the longest
     row of all the worker's data (`spec["longest_row"]`, default: of `rows`); the choice is kept in `spec` for the
     later calls."""
+    decided = {key: spec[key] for key in ("padding_free", "gradient_checkpointing") if spec.get(key) is not None}
     config = fasttune.TrainConfig(
         max_steps=spec["steps"], batch_size=spec["rows_per_step"], learning_rate=spec["lr"],
-        padding_free=spec.get("padding_free"), gradient_checkpointing=spec.get("gradient_checkpointing"),
+        **{**spec.get("variant_config", {}), **decided},
         warmup_ratio=(spec["warmup_lr_steps"] - 0.5) / spec["steps"],  # transformers takes ceil(ratio * steps)
         weight_decay=WEIGHT_DECAY, logging_steps=1, seed=spec["seed"], save_steps=None,  # no checkpoint in timing
         output_dir=spec["work"], lora=fasttune.LoraConfig(r=LORA_RANK, alpha=LORA_RANK, target_modules=PROJECTIONS))
@@ -196,7 +225,8 @@ def profile_steps(model, rows: list[dict], spec: dict, prefix: Path, top: int = 
         trainer.args.train_sampling_strategy = "sequential"
         step = OneStep()
         trainer.add_callback(step)
-        trainer.train()
+        with _training_scope():
+            trainer.train()
         events = step.profiler.key_averages()
         Path(f"{prefix}-{name}.txt").write_text(
             f"fasttune, {name} batches: step 2 of {prefix.name} ({spec['rows_per_step']} rows), "

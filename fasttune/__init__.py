@@ -29,7 +29,7 @@ _LAZY = {
     "evaluate": "fasttune.evaluation", "EvalConfig": "fasttune.evaluation", "Report": "fasttune.report",
     "compare": "fasttune.comparison", "Comparison": "fasttune.comparison",
     "export": "fasttune.exporting", "ExportResult": "fasttune.exporting",
-    "merge_adapters": "fasttune.merging",
+    "merge_adapters": "fasttune.merging", "load_run": "fasttune.runs", "SavedRun": "fasttune.runs",
 }
 
 

@@ -24,10 +24,39 @@ import peft  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
 
-from fasttune import data, embedded, hooks, memory  # noqa: E402
+from fasttune import chat_templates, data, distributed, embedded, hooks, hub, memory  # noqa: E402
 from fasttune.card import read_card, resolve_base_model  # noqa: E402
-from fasttune.errors import FasttuneError  # noqa: E402
+from fasttune.errors import FasttuneError, not_positive, raise_problems  # noqa: E402
 
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+@dataclass
+class LoadConfig:
+    """Which model `load` reads and how (its keyword arguments, as a config)."""
+
+    name_or_path: str | None = None
+    """A model folder, a fasttune adapter folder (loaded with its base), or None for the embedded
+    SmolLM2-135M-Instruct."""
+    load_in_4bit: bool = True
+    """Load the base weights in 4-bit (Unsloth on a CUDA GPU; ignored elsewhere)."""
+    max_seq_length: int = 2048
+    """Longest row in tokens; longer training rows are skipped and counted."""
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None
+    """Weight dtype (default: bfloat16 with transformers, Unsloth's choice on a GPU)."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with the model (read it first)."""
+    max_memory_gib: float | None = None
+    """Cap this process's GPU memory at this many GiB; training plans its batches within it."""
+    chat_template: str | None = None
+    """A chat template by name (see fasttune.chat_templates.TEMPLATES) or a .jinja file; None: the model's own
+    (an adapter's saved one)."""
+
+    def __post_init__(self):
+        problems = not_positive(self, ("max_seq_length", "max_memory_gib"))
+        if self.dtype not in (None, *DTYPES):
+            problems.append(f"dtype must be one of {', '.join(DTYPES)} or None (dtype={self.dtype!r})")
+        raise_problems(problems)
 
 
 @dataclass
@@ -46,10 +75,12 @@ class Model:
     max_memory_gib: float | None = None
     """The memory cap it was loaded under (see `load`); training plans its batches within it."""
     card: dict = field(default_factory=dict)
+    load_config: LoadConfig | None = None
+    """The settings `load` read it with (a run's config.json records them)."""
 
     @property
     def name(self) -> str:
-        return self.base_path.name + (f"+{self.adapter_dir.name}" if self.adapter_dir else "")
+        return hub.model_name(self.base_path) + (f"+{self.adapter_dir.name}" if self.adapter_dir else "")
 
     @property
     def device(self) -> torch.device:
@@ -64,8 +95,13 @@ class Model:
 @hooks.library_scope()
 def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = True, max_seq_length: int = 2048,
          dtype: torch.dtype | None = None, trust_remote_code: bool = False,
-         max_memory_gib: float | None = None) -> Model:
+         max_memory_gib: float | None = None, chat_template: str | os.PathLike | None = None) -> Model:
     """Load a causal LM (default: the embedded SmolLM2-135M-Instruct), or a fasttune adapter folder with its base.
+
+    `name_or_path` is a folder, an adapter folder, or a model hub id ("Qwen/Qwen2.5-0.5B-Instruct"), which is
+    downloaded into the Hugging Face cache, or read from it alone under HF_HUB_OFFLINE=1 (see fasttune.hub).
+    `chat_template` replaces the model's own: a name from fasttune.chat_templates.TEMPLATES (chatml, llama-3,
+    qwen-2.5, qwen-3, gemma, mistral, phi-3) or a .jinja file; an adapter keeps the template it was trained with.
 
     On a CUDA GPU with `fasttune[gpu]` installed the model is loaded by Unsloth, in 4-bit when `load_in_4bit`;
     elsewhere by transformers in `dtype` (default bfloat16), and `load_in_4bit` is ignored. Weights are read from
@@ -73,14 +109,25 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
     `max_memory_gib` caps this process's GPU memory from loading on (for a shared GPU; CUDA's cap is per process,
     so the latest load's cap wins); training splits batches and turns on gradient checkpointing to stay within it.
     On a CPU nothing is capped, but training plans its batches within the cap less the RAM the process holds.
+    The arguments are the fields of LoadConfig (`load(**asdict(config))`); the model keeps them as `load_config`.
+    Under torchrun on CUDA GPUs each process loads the model whole onto its own GPU (LOCAL_RANK).
     """
+    config = LoadConfig(None if name_or_path is None else str(name_or_path), load_in_4bit, max_seq_length,
+                        str(dtype).removeprefix("torch.") if dtype is not None else None, trust_remote_code,
+                        max_memory_gib, None if chat_template is None else str(chat_template))
+    dtype = getattr(torch, config.dtype) if config.dtype else None
     path = embedded.hf_folder() if name_or_path is None else Path(name_or_path).expanduser()
+    if not path.is_dir() and hub.looks_like_hub_id(name_or_path):
+        path = hub.model_folder(str(name_or_path), trust_remote_code=trust_remote_code)
     if not path.is_dir():
         raise _not_a_folder(name_or_path)
     memory.limit_memory(max_memory_gib)
     if (path / "adapter_config.json").exists():
-        return _load_adapter(path, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, dtype=dtype,
-                             trust_remote_code=trust_remote_code, max_memory_gib=max_memory_gib)
+        model = _load_adapter(path, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, dtype=dtype,
+                              trust_remote_code=trust_remote_code, max_memory_gib=max_memory_gib,
+                              chat_template=chat_template)
+        model.load_config = config
+        return model
     if not any(path.glob("*.safetensors")):
         raise FasttuneError(f"No safetensors weights in {path} (name_or_path={name_or_path}). fasttune reads "
                             "weights from safetensors only (pickled .bin files can run code): convert them with "
@@ -89,11 +136,12 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
         if USE_UNSLOTH:
             model, tokenizer = FastLanguageModel.from_pretrained(
                 model_name=str(path), max_seq_length=max_seq_length, load_in_4bit=load_in_4bit, dtype=dtype,
-                local_files_only=True, trust_remote_code=trust_remote_code)  # the folder has safetensors: checked
+                local_files_only=True, trust_remote_code=trust_remote_code,  # the folder has safetensors: checked
+                **distributed.device_map())
         else:
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 path, dtype=dtype or torch.bfloat16, local_files_only=True, trust_remote_code=trust_remote_code,
-                use_safetensors=True)
+                use_safetensors=True, **distributed.device_map())
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 path, local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as error:
@@ -101,22 +149,18 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
             raise
         raise FasttuneError(f"The model in {path} ships its own Python code (trust_remote_code=False). Read that "
                             "code, then load(..., trust_remote_code=True) if you trust it.") from None
+    card = {}
+    if chat_template is not None:
+        card[chat_templates.CARD_KEY] = chat_templates.use(tokenizer, chat_template)
     _ensure_padding(tokenizer)
     return Model(model, tokenizer, path, "unsloth" if USE_UNSLOTH else "transformers", max_seq_length,
-                 max_memory_gib=max_memory_gib)
+                 max_memory_gib=max_memory_gib, card=card, load_config=config)
 
 
 def _not_a_folder(name_or_path) -> FasttuneError:
-    text = str(name_or_path)
-    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).parent.exists()
-    if looks_like_hub_id:
-        return FasttuneError(
-            f"'{text}' looks like a model hub id, and fasttune does not download models (name_or_path={text}). "
-            f"Download it where there is network, e.g. `hf download {text} --local-dir models/{text.split('/')[1]}`, "
-            f"then load that folder: fasttune.load('models/{text.split('/')[1]}').")
-    return FasttuneError(f"Model folder not found (name_or_path={name_or_path}). fasttune loads models from "
-                         "local folders (no hub downloads): pass a folder with config.json and safetensors "
-                         "weights, a fasttune adapter folder, or nothing for the embedded default.")
+    return FasttuneError(f"Model folder not found (name_or_path={name_or_path}). Pass a folder with config.json and "
+                         "safetensors weights, a fasttune adapter folder, a model hub id such as "
+                         "'Qwen/Qwen2.5-0.5B-Instruct', or nothing for the embedded default.")
 
 
 def _load_adapter(adapter_dir: Path, **kwargs) -> Model:
@@ -126,17 +170,21 @@ def _load_adapter(adapter_dir: Path, **kwargs) -> Model:
     card = read_card(adapter_dir)
     model = load(resolve_base_model(adapter_dir, card), **kwargs)
     model.model = peft.PeftModel.from_pretrained(model.model, adapter_dir, is_trainable=False, use_safetensors=True)
+    trained_with = chat_templates.from_card(card)
+    if kwargs["chat_template"] is None and trained_with is not None:
+        model.tokenizer.chat_template = trained_with
     model.adapter_dir, model.card = adapter_dir, card
     return model
 
 
 def _ensure_padding(tokenizer) -> None:
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = end_of_turn_token(tokenizer)
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.chat_template is None else end_of_turn_token(tokenizer)
 
 
 def end_of_turn_token(tokenizer) -> str:
     """The special token that the chat template writes right after an assistant message."""
+    chat_templates.require(tokenizer)
     tail = data.text_after_assistant_turn(lambda messages: tokenizer.apply_chat_template(messages, tokenize=False),
                                           f"The chat template of {tokenizer.name_or_path or 'the tokenizer'}")
     for token in sorted(tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()), key=len, reverse=True):
@@ -202,30 +250,30 @@ FLASH_ATTENTION_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
 
 def varlen_attention(model: Model) -> bool:
     """Whether attention here has a variable-length kernel, which padding-free batches need to be fast: on a GPU,
-    flash-attn under Unsloth (its attention dispatch then runs `flash_attn_varlen_func`) or a flash-attention
-    implementation set on a transformers model. Without one, a packed row's examples are kept apart by a dense
-    block-diagonal mask, which cost 2-3.5x the step time of padded batches on an H100 (benchmarks/RESULTS.md); on a
-    CPU neither kind was measurably faster. fasttune's SFT trains padding-free only where this is True."""
+    flash-attn under Unsloth (its attention dispatch then runs `flash_attn_varlen_func`), torch's own
+    `varlen_attn` under Unsloth (`hooks.unsloth_varlen_kernel`), or a flash-attention implementation set on a
+    transformers model. Without one, a packed row's examples are kept apart by a dense block-diagonal mask, which
+    cost 2-3.5x the step time of padded batches on an H100 (benchmarks/RESULTS.md); on a CPU neither kind was
+    measurably faster. fasttune's SFT trains padding-free only where this is True."""
     if not torch.cuda.is_available():
         return False
     if USE_UNSLOTH:
         try:
             from flash_attn import flash_attn_varlen_func  # noqa: F401
         except (ImportError, OSError):  # not installed, or built for another torch/CUDA
-            return False
+            return hooks.unsloth_varlen_kernel() is not None
         return True
     return model.model.config._attn_implementation in FLASH_ATTENTION_IMPLEMENTATIONS
 
 
 def sft_trainer_class() -> type:
-    """TRL's SFTTrainer (patched by Unsloth on a GPU); on a CPU, one with transformers' plain loss.
+    """TRL's SFTTrainer (patched by Unsloth on a GPU) with the model's own loss.
 
-    trl's fused log-prob head is a Triton kernel with no CPU fallback, so on a CPU the loss is
-    transformers' own cross-entropy over the label positions.
+    TRL 1.15's loss runs its fused log-prob head and logs entropy and token accuracy, three device syncs every
+    micro-batch; the model's own loss (transformers' cross-entropy on a CPU, Unsloth's chunked cross-entropy on a
+    GPU, which never holds the full-vocabulary float32 logits) needs none. On a CPU TRL's head has no kernel at
+    all (a Triton kernel).
     """
-    if torch.cuda.is_available():
-        return trl.SFTTrainer
-
     class PlainLossSFTTrainer(trl.SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             return transformers.Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)

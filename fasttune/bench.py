@@ -6,11 +6,12 @@ Writes summary.json, base/tuned reports with every prediction, loss.png and comp
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import fasttune
 from fasttune.backend import count_4bit_linear_layers
@@ -19,32 +20,56 @@ from fasttune.machine import describe_machine
 from fasttune.progress import console
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m fasttune.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="larger_number", help="task name (see fasttune.tasks.list())")
-    parser.add_argument("--suite", choices=["seeds"], default=None,
-                        help="evaluate every built-in task on --model instead (no training); --data is then the "
-                             "data root, e.g. ../shared/data")
-    parser.add_argument("--data", default=None, help="the task's data folder, e.g. ../shared/data/rte")
-    parser.add_argument("--model", default=None, help="local model folder (default: embedded SmolLM2-135M)")
-    parser.add_argument("--limit", type=int, default=200, help="evaluation examples (default 200)")
-    parser.add_argument("--train-limit", type=int, default=960, help="training examples (default 960)")
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--max-steps", type=int, default=-1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--max-seq-length", type=int, default=1024)
-    parser.add_argument("--engine", choices=["auto", "loglik", "generate"], default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="output folder (default runs/bench-<task>-<time>)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted training in --out from its latest checkpoint")
-    return parser.parse_args(argv)
+@dataclass
+class BenchConfig:
+    """Settings of the main job (base eval -> LoRA SFT -> tuned eval), or of a suite run with `suite`."""
+
+    task: str = "larger_number"
+    """Task name (see fasttune.tasks.list())."""
+    suite: Literal["seeds"] | None = None
+    """Evaluate every built-in task on `model` instead (no training); `data` is then the data root, e.g.
+    ../shared/data."""
+    data: str | None = None
+    """The task's data folder, e.g. ../shared/data/rte."""
+    model: str | None = None
+    """Local model folder (default: the embedded SmolLM2-135M)."""
+    limit: int = 200
+    """Evaluation examples."""
+    train_limit: int = 960
+    """Training examples."""
+    epochs: float = 1.0
+    """Passes over the training examples."""
+    max_steps: int = -1
+    """Stop training after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = 16
+    """Examples per training batch."""
+    lr: float = 5e-4
+    """Peak learning rate of the LoRA weights."""
+    lora_r: int = 16
+    """LoRA rank."""
+    max_seq_length: int = 1024
+    """Longest row in tokens."""
+    engine: Literal["auto", "loglik", "generate"] = "auto"
+    """loglik: pick the most likely of the task's choices; generate: greedy decoding; auto: loglik when possible."""
+    seed: int = 0
+    """Seed of training and of the bootstrap."""
+    out: str | None = None
+    """Output folder (default runs/bench-<task>-<time>)."""
+    resume: bool = False
+    """Continue the interrupted training in `out` from its latest checkpoint."""
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    """`python -m fasttune.bench [options]`: the options are BenchConfig's fields (see --help)."""
+    from fasttune import cli
+
+    args = cli.parse(cli.COMMANDS["bench"], sys.argv[1:] if argv is None else argv,
+                     prog="python -m fasttune.bench")["config"]
+    return run_bench(args)
+
+
+def run_bench(args: BenchConfig) -> dict:
+    """Base eval -> LoRA SFT -> tuned eval of `args.task` (or the suite `args.suite`); returns the summary."""
     if args.suite:
         from fasttune.suite import run_suite
 
@@ -75,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
                     title=f"{task.name}: base vs LoRA SFT (n={base.n})", ylabel=f"{metric} (%)")
     summary = {
         "date": datetime.now().isoformat(timespec="seconds"), "machine": describe_machine(), "task": task.describe(),
-        "model": str(model.base_path), "backend": model.backend, "args": vars(args),
+        "model": str(model.base_path), "backend": model.backend, "args": asdict(args),
         "linear_layers_4bit": dict(zip(("4bit", "all"), count_4bit_linear_layers(model))),
         "base": {"metrics": base.metrics, "intervals": base.intervals, "seconds": base.seconds},
         "tuned": {"metrics": tuned.metrics, "intervals": tuned.intervals, "seconds": tuned.seconds},

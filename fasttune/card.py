@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fasttune import hub
 from fasttune.errors import FasttuneError, read_json
 
 CARD_NAME = "fasttune.json"
@@ -36,7 +37,8 @@ def write_card(folder: str | Path, card: dict) -> Path:
 
 def resolve_base_model(adapter_dir: str | Path, card: dict | None = None) -> Path:
     """The base model folder of the adapter in `adapter_dir`: the card's `base_model` (of `card`, default: the
-    folder's card), else PEFT's `base_model_name_or_path`; a relative path is taken from `adapter_dir`."""
+    folder's card), else PEFT's `base_model_name_or_path`; a relative path is taken from `adapter_dir`, and a hub id
+    in PEFT's (an adapter from the hub) is found through the hub cache."""
     adapter_dir = Path(adapter_dir)
     card_path = adapter_dir / CARD_NAME
     base = (read_card(adapter_dir) if card is None else card).get("base_model")
@@ -47,6 +49,8 @@ def resolve_base_model(adapter_dir: str | Path, card: dict | None = None) -> Pat
     if not base and config_path.is_file():
         config = read_json(config_path, "Save the adapter again with PEFT's save_pretrained")
         base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+        if isinstance(base, str) and not (adapter_dir / base).is_dir() and hub.looks_like_hub_id(base):
+            return hub.model_folder(base)  # an adapter from the hub names its base by hub id
     path = Path(base).expanduser() if isinstance(base, str) and base else None
     if path is not None and not path.is_absolute():
         path = (adapter_dir / path).resolve()

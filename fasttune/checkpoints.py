@@ -16,13 +16,19 @@ from pathlib import Path
 
 import transformers
 
-from fasttune import atomic, hooks
+from fasttune import atomic, distributed, hooks
 from fasttune.errors import FasttuneError, FasttuneWarning
 
 MANIFEST = "fasttune-checkpoint.json"
-CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth",
-                    "adapter_model.safetensors", "adapter_config.json")
-"""What a resume reads back (the adapter, optimizer, scheduler, RNG and data position)."""
+
+
+def checkpoint_files(processes: int = 1) -> tuple[str, ...]:
+    """What a resume reads back (the adapter, optimizer, scheduler, RNG and data position) of a run trained in
+    `processes` processes: a data-parallel run saves one RNG state per process, rng_state_<rank>.pth."""
+    rng_states = ("rng_state.pth",) if processes == 1 else tuple(f"rng_state_{rank}.pth" for rank in range(processes))
+    return ("trainer_state.json", "optimizer.pt", "scheduler.pt", *rng_states, "adapter_model.safetensors",
+            "adapter_config.json")
+
 SET_ASIDE = "incomplete-"
 """Prefix given to checkpoints a resume skipped; the Trainer's own rotation does not see them."""
 
@@ -45,7 +51,8 @@ class MarkComplete(transformers.TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if args.should_save and folder.is_dir():  # should_save: the one process that writes checkpoints
+        distributed.barrier()  # every rank has written its RNG state
+        if distributed.is_main_process() and folder.is_dir():
             loss, step = hooks.logging_window(self.trainer)
             (folder / LOGGING_WINDOW).write_text(json.dumps({"loss": loss, "step": step}))
             write_manifest(folder)
@@ -65,7 +72,7 @@ def checkpoint_folders(folder: Path) -> list[Path]:
     return sorted(found, key=lambda path: int(path.name.split("-")[-1]), reverse=True)
 
 
-def incomplete_reason(checkpoint: Path) -> str | None:
+def incomplete_reason(checkpoint: Path, processes: int = 1) -> str | None:
     """Why `checkpoint` was not written completely (no manifest, a file missing or of another size), or None."""
     try:
         recorded = json.loads((checkpoint / MANIFEST).read_text())["files"]
@@ -73,7 +80,7 @@ def incomplete_reason(checkpoint: Path) -> str | None:
         return "it was cut off while being written (no manifest)"
     except (ValueError, KeyError, TypeError):
         return f"its manifest {MANIFEST} is damaged"
-    for name in CHECKPOINT_FILES:
+    for name in checkpoint_files(processes):
         if name not in recorded:
             return f"{name} was never written"
     for name, size in recorded.items():
@@ -85,7 +92,7 @@ def incomplete_reason(checkpoint: Path) -> str | None:
     return None
 
 
-def unreadable_reason(checkpoint: Path) -> str | None:
+def unreadable_reason(checkpoint: Path, processes: int = 1) -> str | None:
     """Why a complete-looking `checkpoint` cannot be read back (a damaged file), or None when every file reads."""
     from safetensors import SafetensorError, safe_open
 
@@ -101,7 +108,7 @@ def unreadable_reason(checkpoint: Path) -> str | None:
                 weights.get_tensor(key)
     except (SafetensorError, OSError, RuntimeError) as error:
         return f"adapter_model.safetensors does not read ({error})"
-    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+    for name in [name for name in checkpoint_files(processes) if name.endswith(".pt") or name.endswith(".pth")]:
         try:
             with zipfile.ZipFile(checkpoint / name) as archive:
                 broken = archive.testzip()  # reads every member and checks its CRC
@@ -112,19 +119,20 @@ def unreadable_reason(checkpoint: Path) -> str | None:
     return None
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint with the highest step in `folder` that was written completely, or None."""
-    return next((path for path in checkpoint_folders(folder) if incomplete_reason(path) is None), None)
+def latest_checkpoint(folder: Path, processes: int = 1) -> Path | None:
+    """The checkpoint with the highest step in `folder` that was written completely by the `processes` processes
+    that trained it, or None."""
+    return next((path for path in checkpoint_folders(folder) if incomplete_reason(path, processes) is None), None)
 
 
-def resumable_checkpoint(folder: Path, output_dir: Path) -> Path:
+def resumable_checkpoint(folder: Path, output_dir: Path, processes: int = 1) -> Path:
     """The newest checkpoint in `folder` that was written completely and reads back.
 
     Newer ones that do not are renamed `incomplete-checkpoint-<step>` (kept for a look, out of the Trainer's way) and
     a FasttuneWarning names each and why; when none is left, a FasttuneError says how to go on."""
     skipped = []
     for checkpoint in checkpoint_folders(folder):
-        reason = incomplete_reason(checkpoint) or unreadable_reason(checkpoint)
+        reason = incomplete_reason(checkpoint, processes) or unreadable_reason(checkpoint, processes)
         if reason is None:
             if skipped:
                 warnings.warn(f"fasttune: resuming from {checkpoint.name}, the newest checkpoint that reads back; "

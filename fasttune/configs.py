@@ -48,13 +48,18 @@ class TrainConfig:
     padding_free: bool | None = None
     """True packs each batch into one row with no padding (positions restart at every example); False pads the
     rows of a batch to the longest and groups rows of similar length into batches; None picks padding-free only
-    where a varlen attention kernel (flash-attn) makes it faster. The run's config.json records the choice."""
+    where a varlen attention kernel (flash-attn, or torch's varlen_attn under Unsloth) makes it faster. The run's
+    config.json records the choice."""
     warmup_ratio: float = 0.05
     """Share of steps with linear warmup."""
     lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
     """Learning-rate schedule after warmup."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    optimizer: Literal["adamw_torch_fused", "adamw_8bit"] | None = None
+    """AdamW as one fused launch for every adapter tensor, or bitsandbytes' 8-bit AdamW (a quarter of the state,
+    one launch per tensor); None picks fused unless its state would take over a tenth of the free memory. The
+    run's config.json records the choice."""
     split: str = "train"
     """Task split to train on."""
     limit: int | None = None
@@ -74,6 +79,23 @@ class TrainConfig:
     """Where the adapter, config, losses and plot go (default: runs/<task>-<time>)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """The adapter's shape."""
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers that get the run's logs beside its log.jsonl (always written): TensorBoard event files,
+    W&B in offline mode (`pip install wandb`), an MLflow file store (`pip install mlflow`); all inside output_dir."""
+    eval_every: int | None = None
+    """Score the task's primary metric on the validation split every this many steps and at the last step (None:
+    no validation during training)."""
+    validation_split: str | None = None
+    """Task split scored during training (None: the task's "validation" split if it has one, else
+    `validation_size` training rows held out by a seeded hash of their text)."""
+    validation_size: int = 200
+    """Training rows held out for validation when the task has no validation split of its own."""
+    eval_limit: int | None = 100
+    """Score only the first `eval_limit` validation rows for tasks scored by generation (None: all of them)."""
+    keep: Literal["best", "last"] = "last"
+    """Which adapter the run saves: the one after the last step, or the one with the best validation metric."""
+    early_stopping: int | None = None
+    """Stop after this many evaluations in a row without a better validation metric (None: never)."""
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
@@ -83,11 +105,20 @@ class TrainConfig:
     def problems(self) -> list[str]:
         """Every problem with these settings (subclasses add their own)."""
         problems = not_positive(self, ("learning_rate", "batch_size", "gradient_accumulation", "logging_steps",
-                                       "limit", "save_steps")) + not_positive(self.lora, ("r",), prefix="lora.")
+                                       "limit", "save_steps", "eval_every", "validation_size", "eval_limit",
+                                       "early_stopping")) + not_positive(self.lora, ("r",), prefix="lora.")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append(f"set epochs > 0 or max_steps > 0 (epochs={self.epochs}, max_steps={self.max_steps})")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1) (warmup_ratio={self.warmup_ratio})")
+        if self.eval_every is None and (self.keep == "best" or self.early_stopping is not None):
+            problems.append(f"keep='best' and early_stopping need validation: set eval_every (keep={self.keep!r}, "
+                            f"early_stopping={self.early_stopping})")
+        if self.keep not in ("best", "last"):
+            problems.append(f"keep must be 'best' or 'last' (keep={self.keep!r})")
+        unknown = [name for name in self.report_to if name not in ("tensorboard", "wandb", "mlflow")]
+        if unknown:
+            problems.append(f"report_to takes tensorboard, wandb and mlflow (report_to={self.report_to!r})")
         return problems
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fasttune import chat_templates, conversation
 from fasttune.errors import FasttuneError
 from fasttune.task import Example, Messages, Sample, Task
 
@@ -14,6 +15,7 @@ def render_prompt(tokenizer, messages: Messages, where: str = "a prompt") -> str
 
     `where` names the example in the error raised when the template cannot render the messages.
     """
+    chat_templates.require(tokenizer)
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as error:  # jinja raises many types; name the example and field that failed
@@ -68,26 +70,45 @@ class Encoded:
 
 def encode_for_training(task: Task, examples: list[Example], tokenizer, end_of_turn: str,
                         max_seq_length: int) -> Encoded:
-    """Tokenize examples for completion-only SFT; rows over `max_seq_length` are set aside and listed."""
-    return encode_samples(task, [(example, task.format(example)) for example in examples], tokenizer, end_of_turn,
-                          max_seq_length)
+    """Tokenize examples for completion-only SFT; rows over `max_seq_length` are set aside and listed. An example
+    with a whole conversation (`task.conversation`) is trained on its assistant turns."""
+    def tokens(example: Example) -> tuple[list[int], list[int]]:
+        messages = task.conversation(example)
+        if messages is None:
+            return _sample_tokens(task, example, task.format(example), tokenizer, end_of_turn)
+        chat = conversation.encode(tokenizer, messages, end_of_turn, task.train_on, where_example(task, example))
+        return chat.input_ids, chat.completion_mask
+
+    return _collect(((example, tokens(example)) for example in examples), max_seq_length)
 
 
 def encode_samples(task: Task, samples: list[tuple[Example, Sample]], tokenizer, end_of_turn: str,
                    max_seq_length: int) -> Encoded:
     """Tokenize (example, prompt + completion) pairs for completion-only SFT; over-long rows are set aside."""
+    return _collect(((example, _sample_tokens(task, example, sample, tokenizer, end_of_turn))
+                     for example, sample in samples), max_seq_length)
+
+
+def _sample_tokens(task: Task, example: Example, sample: Sample, tokenizer, end_of_turn: str
+                   ) -> tuple[list[int], list[int]]:
+    """(input ids, completion mask) of a prompt and its completion closed by the end-of-turn token."""
+    where = where_example(task, example)
+    if not isinstance(sample.completion, str) or not sample.completion.strip():
+        raise FasttuneError(f"{where}: field 'completion' is empty (completion={sample.completion!r}). "
+                            "Give every training example a gold answer, or leave it out of the split.")
+    prompt = prompt_ids(tokenizer, sample.prompt, where)
+    completion = completion_ids(tokenizer, sample.completion, end_of_turn)
+    return prompt + completion, [0] * len(prompt) + [1] * len(completion)
+
+
+def _collect(encoded, max_seq_length: int) -> Encoded:
+    """Training rows from (example, (input ids, completion mask)) pairs; rows over `max_seq_length` are listed."""
     rows, ids, too_long, tokens = [], [], [], 0
-    for example, sample in samples:
-        where = where_example(task, example)
-        if not isinstance(sample.completion, str) or not sample.completion.strip():
-            raise FasttuneError(f"{where}: field 'completion' is empty (completion={sample.completion!r}). "
-                                "Give every training example a gold answer, or leave it out of the split.")
-        prompt = prompt_ids(tokenizer, sample.prompt, where)
-        completion = completion_ids(tokenizer, sample.completion, end_of_turn)
-        if len(prompt) + len(completion) > max_seq_length:
+    for example, (input_ids, completion_mask) in encoded:
+        if len(input_ids) > max_seq_length:
             too_long.append(str(example["id"]))
             continue
-        rows.append({"input_ids": prompt + completion, "completion_mask": [0] * len(prompt) + [1] * len(completion)})
+        rows.append({"input_ids": input_ids, "completion_mask": completion_mask})
         ids.append(str(example["id"]))
-        tokens += len(prompt) + len(completion)
+        tokens += len(input_ids)
     return Encoded(rows, ids, too_long, tokens)

@@ -54,11 +54,17 @@ def convert_gguf(source: Path, folder: Path) -> Path:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = model.generation_config.eos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
-    partial = folder.with_name(folder.name + ".partial")
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")  # torchrun's ranks may convert at once
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.replace(folder)  # never leave a half-written folder looking complete
+    if not (folder / "model.safetensors").exists():  # else another process finished first
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            partial.replace(folder)  # never leave a half-written folder looking complete
+        except OSError:  # another process's folder took the place in between
+            if not (folder / "model.safetensors").exists():
+                raise
+    shutil.rmtree(partial, ignore_errors=True)
     return folder
 
 

@@ -11,9 +11,9 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
-from fasttune import data, hooks
+from fasttune import data, distributed, hooks
 from fasttune.backend import Model
-from fasttune.engines import Completion, Engine, TransformersEngine, engine_for
+from fasttune.engines import Engine, engine_for
 from fasttune.errors import FasttuneError, not_positive, raise_problems
 from fasttune.report import Report
 from fasttune.task import Task
@@ -49,24 +49,32 @@ class EvalConfig:
 def evaluate(model: Model | Engine | str | Path, task: Task, split: str = "test", *, limit: int | None = None,
              config: EvalConfig | None = None) -> Report:
     """Score `model` (a Model, an engine, or a GGUF file run by llama.cpp) on a task split; parse failures count as
-    wrong."""
+    wrong.
+
+    Under torchrun each process scores a contiguous share of the examples and every process gets the whole report,
+    the same as one process's (only `seconds` differs); save it from rank 0 (`distributed.is_main_process()`)."""
     config = config or EvalConfig(split=split, limit=limit)
-    engine = engine_for(model)
-    examples = task.load(config.split)[: config.limit]
+    return score_examples(engine_for(model), task, task.load(config.split)[: config.limit], config)
+
+
+def score_examples(engine: Engine, task: Task, examples: list[dict], config: EvalConfig) -> Report:
+    """Score `engine` on `examples` (of split `config.split`) as `config` says, batch by batch: only a batch's
+    logits exist at a time, reduced at once to the log-likelihood of each choice."""
     has_choices = task.kind == "choices"
     use_loglik = config.engine == "loglik" or (config.engine == "auto" and has_choices)
     if use_loglik and not has_choices:
         raise FasttuneError(f"Task '{task.name}' has no choices, so it cannot be scored by log-likelihood "
                             "(engine='loglik'). Use engine='generate'.")
     started, truncated = time.perf_counter(), None
+    share = distributed.split(examples)
     prompts = [engine.prompt_ids(task.format(example).prompt, data.where_example(task, example))
-               for example in examples]
+               for example in share]
     if use_loglik:
-        outputs = _pick_choices(engine, task, examples, prompts, config.batch_size)
+        outputs = distributed.gather(_pick_choices(engine, task, share, prompts, config.batch_size))
     else:
-        completions = [samples[0] for samples in engine.generate(
+        completions = distributed.gather([samples[0] for samples in engine.generate(
             prompts, config.max_new_tokens or task.max_new_tokens, batch_size=config.batch_size,
-            description=f"generating {task.name}")]
+            description=f"generating {task.name}")])
         outputs = [completion.text for completion in completions]
         truncated = [completion.truncated for completion in completions]
     return score_outputs(task, examples, outputs, model_name=engine.name, engine="loglik" if use_loglik else "generate",
@@ -106,15 +114,6 @@ def checked_choices(task: Task, example: dict) -> list[str]:
                             f"{list(options)!r}, parsed as {parsed!r}), so the example can never be right. Fix the "
                             "example's answer or the task's choices().")
     return list(options)
-
-
-def generate(model: Model, prompts: list[list[int]], *, max_new_tokens: int, batch_size: int = 16,
-             num_samples: int = 1, temperature: float = 0.0, description: str = "generating") -> list[list[Completion]]:
-    """`num_samples` completions of each tokenized chat prompt (see `TransformersEngine.generate`); the caller sets
-    inference or training mode."""
-    return TransformersEngine(model.model, model.tokenizer, model.name).generate(
-        prompts, max_new_tokens, batch_size=batch_size, num_samples=num_samples, temperature=temperature,
-        description=description)
 
 
 def score_outputs(task: Task, examples: list[dict], outputs: list[str], *, model_name: str, engine: str,

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fasttune import atomic, gguf, hooks
+from fasttune import atomic, chat_templates, gguf, hooks
 from fasttune.card import CARD_NAME, read_card, resolve_base_model, write_card
 from fasttune.errors import FasttuneError, unknown_name
 from fasttune.progress import console, new_progress
@@ -80,6 +80,36 @@ class ExportResult:
         return table
 
 
+@dataclass
+class ExportConfig:
+    """What `export` writes and how it checks it (its keyword arguments, as a config)."""
+
+    formats: list[Literal["adapter", "merged_16bit", "gguf"]] = field(default_factory=lambda: list(FORMATS))
+    """Artifacts to write: the LoRA adapter, merged 16-bit weights, GGUF files."""
+    gguf_quants: list[str] = field(default_factory=lambda: ["q8_0", "q4_k_m"])
+    """GGUF types, one file each (f16, bf16, q8_0 by llama.cpp's converter; q4_k_m and the others by its
+    quantizer)."""
+    merged_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    """Dtype of the merged weights."""
+    prompts: list[str] | None = None
+    """Prompts every artifact is run on greedily as a check (default: three built-in ones)."""
+    max_new_tokens: int = 16
+    """Tokens generated per check prompt."""
+    llama_cpp_dir: str | None = None
+    """A llama.cpp checkout holding convert_hf_to_gguf.py (default: the converter fetched into fasttune's cache)."""
+    overwrite: bool = False
+    """Replace an existing export folder."""
+
+    def __post_init__(self):
+        self.formats, self.gguf_quants = list(self.formats), list(self.gguf_quants)
+        for name in self.formats:
+            if name not in FORMATS:
+                raise unknown_name("export format", name, list(FORMATS))
+        if self.merged_dtype not in ("bfloat16", "float16"):
+            raise FasttuneError(f"merged_dtype must be bfloat16 or float16 (merged_dtype={self.merged_dtype!r}).")
+        gguf.check_quant_types(self.gguf_quants if "gguf" in self.formats else ())
+
+
 @hooks.library_scope()
 def export(source, out_dir: str | Path, formats=FORMATS, gguf_quants=("q8_0", "q4_k_m"), *,
            merged_dtype: Literal["bfloat16", "float16"] = "bfloat16", prompts: list[str] | None = None,
@@ -91,16 +121,14 @@ def export(source, out_dir: str | Path, formats=FORMATS, gguf_quants=("q8_0", "q
     merged_16bit: LoRA merged in float32 into the base weights reloaded from the base folder, saved in
     `merged_dtype` with the tokenizer and chat template. gguf: one file per type of `gguf_quants` (f16, bf16, q8_0
     by llama.cpp's converter, the rest by its quantizer) and an Ollama Modelfile each. Every artifact is then
-    loaded and run greedily on `prompts`; the result records the outputs and their agreement.
+    loaded and run greedily on `prompts`; the result records the outputs and their agreement. The keyword
+    arguments other than `reports` are the fields of ExportConfig.
     """
     started = time.perf_counter()
-    formats, gguf_quants = tuple(formats), tuple(gguf_quants) if "gguf" in formats else ()
-    for name in formats:
-        if name not in FORMATS:
-            raise unknown_name("export format", name, list(FORMATS))
-    if merged_dtype not in ("bfloat16", "float16"):
-        raise FasttuneError(f"merged_dtype must be bfloat16 or float16 (merged_dtype={merged_dtype!r}).")
-    gguf.check_quant_types(gguf_quants)
+    settings = ExportConfig(list(formats), list(gguf_quants), merged_dtype, prompts, max_new_tokens,
+                            None if llama_cpp_dir is None else str(llama_cpp_dir), overwrite)
+    formats = tuple(settings.formats)
+    gguf_quants = tuple(settings.gguf_quants) if "gguf" in formats else ()
     if gguf_quants:
         gguf.converter_dir(llama_cpp_dir)  # fail before any work when the converter is missing
     adapter_dir, base_path, card = _resolve(source)
@@ -211,6 +239,9 @@ def merge_to_16bit(adapter_dir: Path | None, base_path: Path, folder: Path, dtyp
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir or base_path, local_files_only=True)
+    trained_with = chat_templates.from_card(card)
+    if trained_with is not None:  # the card's template wins over the folder's (e.g. a base given chat_template=)
+        tokenizer.chat_template = trained_with
     if embedded.has_byte_fallback_mismatch(tokenizer):
         embedded.fix_byte_level_decoding(tokenizer)
     end = backend.end_of_turn_token(tokenizer)
@@ -226,8 +257,15 @@ def _resolve(source) -> tuple[Path | None, Path, dict]:
 
     The card's base_model is the base folder's absolute path, so that the card holds wherever it is written."""
     adapter_dir, base = _find_base(source)
-    card = read_card(adapter_dir) if adapter_dir is not None else {}
+    card = read_card(adapter_dir) if adapter_dir is not None else _loaded_card(source)
     return adapter_dir, base, {**card, "base_model": str(base.absolute())}
+
+
+def _loaded_card(source) -> dict:
+    """A model loaded without an adapter carries a card only for a chat template given to load()."""
+    from fasttune.backend import Model
+
+    return source.card if isinstance(source, Model) else {}
 
 
 def _find_base(source) -> tuple[Path | None, Path]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from fasttune import distributed
 from fasttune.checkpoints import checkpoint_folders, latest_checkpoint, resumable_checkpoint
 from fasttune.errors import FasttuneError, read_json
 
@@ -24,12 +25,19 @@ class TrainingInterrupted(FasttuneError):
     """Training stopped on SIGTERM/SIGINT after saving a checkpoint; `train(..., resume=True)` continues it."""
 
 
+def recorded_processes(output_dir: Path) -> int:
+    """The number of processes the run in `output_dir` trained with (its config.json's plan; 1 if none)."""
+    path = output_dir / "config.json"
+    saved = read_json(path, f"Restore it, or delete {output_dir} and train again") if path.is_file() else {}
+    return saved.get("plan", {}).get("world_size", 1) if isinstance(saved, dict) else 1
+
+
 def check_fresh_start(output_dir: Path, overwrite: bool = False) -> None:
     """Refuse to start over a run that was interrupted (its checkpoints would be overwritten or mixed in), over a
     finished run unless `overwrite`, and in a folder whose config.json is not a fasttune run's (e.g. a model's)."""
     found = checkpoint_folders(output_dir / "checkpoints")
     if found:
-        checkpoint = latest_checkpoint(output_dir / "checkpoints") or found[0]
+        checkpoint = latest_checkpoint(output_dir / "checkpoints", recorded_processes(output_dir)) or found[0]
         raise FasttuneError(f"{output_dir} holds an interrupted run (checkpoint={checkpoint}). Pass resume=True to "
                             "continue it, or train into a new output_dir.")
     if (output_dir / "adapter").exists() and not overwrite:
@@ -48,13 +56,19 @@ def resume_point(output_dir: Path, config: dict, decided_by_fasttune: tuple[str,
     Settings named in `decided_by_fasttune` that `config` leaves to fasttune (None) match any saved choice: they
     are decided again for the resumed run (e.g. gradient checkpointing, from the memory free now). `output_dir`
     itself may differ: a run folder can be moved. The newest checkpoint that reads back is used (see
-    `checkpoints.resumable_checkpoint`)."""
+    `checkpoints.resumable_checkpoint`). A data-parallel run resumes in as many processes as it trained in (each
+    restores its own RNG state and share of the data)."""
     if not checkpoint_folders(output_dir / "checkpoints"):
         raise FasttuneError(f"No complete checkpoint to resume from in {output_dir / 'checkpoints'} "
                             f"(output_dir={output_dir}). Pass the output_dir of the interrupted run, or resume=False.")
     if not (output_dir / "config.json").is_file():
         raise FasttuneError(f"{output_dir} holds checkpoints but no config.json, so its settings are unknown "
                             f"(output_dir={output_dir}). Restore config.json, or delete {output_dir} and train again.")
+    processes = recorded_processes(output_dir)
+    if processes != distributed.world_size():
+        raise FasttuneError(f"The run in {output_dir} trained in {processes} processes, this one has "
+                            f"{distributed.world_size()} (processes={distributed.world_size()}). Resume it with "
+                            f"{processes} (torchrun --nproc-per-node {processes}).")
     saved = read_json(output_dir / "config.json", f"Restore it, or delete {output_dir} and train again")
     current = json.loads(json.dumps(config))
     changed = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in sorted({*saved, *current})
@@ -63,14 +77,15 @@ def resume_point(output_dir: Path, config: dict, decided_by_fasttune: tuple[str,
     if changed:
         raise FasttuneError(f"Resuming with other settings than the interrupted run ({'; '.join(changed)}). "
                             "Resume with the same settings, or train into a new output_dir.")
-    return resumable_checkpoint(output_dir / "checkpoints", output_dir)
+    return resumable_checkpoint(output_dir / "checkpoints", output_dir, processes)
 
 
 class StopOnSignal(transformers.TrainerCallback):
     """On SIGTERM or SIGINT, finish the current step, save a checkpoint and stop; a second signal acts at once.
 
     Use as a context manager around `trainer.train()` (handlers are installed only in the main thread), then call
-    `raise_if_stopped`.
+    `raise_if_stopped`. In a data-parallel run the ranks agree after every step, so a signal to any of them stops
+    all of them after the same step, with one checkpoint.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -97,6 +112,9 @@ class StopOnSignal(transformers.TrainerCallback):
         self.received = signal.Signals(number).name
 
     def on_step_end(self, args, state, control, **kwargs):
+        signalled = distributed.largest(signal.Signals[self.received].value if self.received else 0)
+        if signalled and self.received is None:  # another rank was signalled
+            self.received = signal.Signals(signalled).name
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
@@ -104,10 +122,10 @@ class StopOnSignal(transformers.TrainerCallback):
     def raise_if_stopped(self, state, checkpoint_dir: Path) -> None:
         """Raise TrainingInterrupted when a signal stopped the run."""
         if self.received is not None:
+            checkpoint = latest_checkpoint(checkpoint_dir, distributed.world_size())
             raise TrainingInterrupted(
                 f"Training stopped by {self.received} at step {state.global_step} of {state.max_steps} "
-                f"(checkpoint={latest_checkpoint(checkpoint_dir)}). Call train(..., resume=True) with the same "
-                f"output_dir to continue.")
+                f"(checkpoint={checkpoint}). Call train(..., resume=True) with the same output_dir to continue.")
 
 
 class StopOnNonFinite(transformers.TrainerCallback):
@@ -115,7 +133,8 @@ class StopOnNonFinite(transformers.TrainerCallback):
 
     `tag_rows` adds a "row" column; the wrapped collator takes it off (so no collator or model sees it) and records
     each batch's rows, and a forward hook counts the micro-batches the model has seen, so the rows of the failing
-    step are known exactly.
+    step are known exactly. In a data-parallel run the gradients are averaged before the check, so every rank stops
+    at the same step, and the message names the rows of all ranks.
     """
 
     def __init__(self, row_ids: list[str], checkpoint_dir: Path):
@@ -147,20 +166,20 @@ class StopOnNonFinite(transformers.TrainerCallback):
             self.forwards += 1
 
     def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
-        bad = _non_finite({name: p.grad for name, p in self.trainable.items() if p.grad is not None})
-        if bad:
-            self._fail(args, state, model, optimizer, f"non-finite gradient in {len(bad)} tensors (first: {bad[0]})")
-
-    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
-        # A backstop for training loops that skip on_pre_optimizer_step: the weights themselves went non-finite.
-        bad = _non_finite(self.trainable)
-        if bad:
-            self._fail(args, state, model, optimizer, f"non-finite weights in {len(bad)} tensors (first: {bad[0]})",
-                       step=state.global_step)
+        # One number, one device sync: the norm over every gradient is finite exactly when each gradient is.
+        grads = [p.grad for p in self.trainable.values() if p.grad is not None]
+        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            bad = _non_finite({name: p.grad for name, p in self.trainable.items() if p.grad is not None})
+            what = (f"non-finite gradient in {len(bad)} tensors (first: {bad[0]})" if bad
+                    else "the gradient norm overflows float32")
+            self._fail(args, state, model, optimizer, what)
 
     def on_log(self, args, state, control, logs=None, model=None, optimizer=None, **kwargs):
-        if logs and "loss" in logs and not math.isfinite(logs["loss"]):
-            self._fail(args, state, model, optimizer, f"loss {logs['loss']}", step=state.global_step)
+        # A backstop for training loops that skip on_pre_optimizer_step, from numbers already on the host.
+        for key in ("loss", "grad_norm"):
+            if logs and isinstance(logs.get(key), float) and not math.isfinite(logs[key]):
+                self._fail(args, state, model, optimizer, f"{key.replace('_', ' ')} {logs[key]}",
+                           step=state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.remove_hook()
@@ -173,13 +192,15 @@ class StopOnNonFinite(transformers.TrainerCallback):
     def _fail(self, args, state, model, optimizer, what: str, step: int | None = None) -> None:
         self.remove_hook()
         micro = args.gradient_accumulation_steps
-        rows = [row for batch in self.batches[max(0, self.forwards - micro):self.forwards] for row in batch]
+        rows = distributed.gather([row for batch in self.batches[max(0, self.forwards - micro):self.forwards]
+                                   for row in batch])
         ids = ", ".join(self.row_ids[row] for row in rows)
         rate = optimizer.param_groups[0]["lr"] if optimizer is not None else args.learning_rate
         dtype = next(model.parameters()).dtype
+        checkpoint = latest_checkpoint(self.checkpoint_dir, distributed.world_size())
         raise FasttuneError(
             f"Training stopped at step {step or state.global_step + 1}: {what} (example ids={ids}). The last good "
-            f"checkpoint is kept (checkpoint={latest_checkpoint(self.checkpoint_dir)}); no adapter was saved. "
+            f"checkpoint is kept (checkpoint={checkpoint}); no adapter was saved. "
             f"Lower learning_rate (learning_rate={rate:.3g}), check those examples, or train in a wider dtype "
             f"(dtype={str(dtype).removeprefix('torch.')}; float16 overflows where bfloat16 or float32 does not).")
 

@@ -5,7 +5,8 @@ state below on entry and restores it on exit, so calling fasttune leaves the hos
 as it found it. Inside a scope the code may change that state only through the functions here.
 
 Checked on transformers 5.17.0, trl 1.15.0, peft 0.21.2, datasets 4.8.5, huggingface_hub 1.x, unsloth 2026.10.7,
-llama-cpp-python 0.3.36.
+llama-cpp-python 0.3.36, accelerate 1.16.0, torch 2.11-2.13. The two data-parallel hooks change only the trainer
+instance they are given.
 
 What cannot be undone: importing Unsloth (backend.py, only on a CUDA machine with the `gpu` extra) patches
 transformers, trl and peft for the rest of the process; it has no off switch. Offline mode needs no hook:
@@ -17,7 +18,10 @@ every `from_pretrained` passes `local_files_only=True`, and the one network call
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import inspect
 import os
+import sys
 import warnings
 
 # Environment variables fasttune sets inside a scope. UNSLOTH_DISABLE_STATISTICS: Unsloth's usage ping, read at
@@ -99,3 +103,97 @@ def restore_logging_window(trainer, loss: float, step: int) -> None:
     its training loop, before `on_train_begin`); the tensor is changed in place, as the loop holds it."""
     trainer._tr_loss += loss
     trainer._globalstep_last_logged = step
+
+
+def sample_as_one_device(trainer, world_size: int) -> None:
+    """Make a data-parallel trainer's length-grouped sampler group rows as one device would, so that each optimizer
+    step takes the same rows as on one device.
+
+    transformers 5.17's `Trainer._get_train_sampler` builds `LengthGroupedSampler(train_batch_size x
+    gradient_accumulation_steps)`, sized by the rows one rank takes per step; its mega-batches (min(50, rows / (4 x
+    that size)) steps' rows, each sorted by length) and so the order then change with the number of ranks. Sized
+    to the whole step, the order is one device's, and accelerate's `BatchSamplerShard` deals consecutive slices of
+    it to the ranks, so each step takes the rows one device's step takes."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    build = trainer._get_train_sampler
+
+    def global_sampler(*args, **kwargs):
+        sampler = build(*args, **kwargs)
+        if isinstance(sampler, LengthGroupedSampler):
+            sampler.batch_size *= world_size
+        return sampler
+
+    trainer._get_train_sampler = global_sampler
+
+
+def resume_on_cpus(trainer) -> None:
+    """Let a data-parallel trainer on CPUs resume from a checkpoint.
+
+    accelerate 1.16 gives each multi-CPU rank the device `cpu:0` (its local index modulo torch.cpu.device_count(),
+    which is 1), and transformers 5.17's `Trainer._load_optimizer_and_scheduler` loads the optimizer state with
+    map_location=args.device in distributed runs; torch has no `cpu:0` location, so every resume failed ("don't know
+    how to restore data location of torch.storage.UntypedStorage (tagged with cpu:0)"). CPU tensors carry no index,
+    so this trainer's arguments (the cached `TrainingArguments._setup_devices`) are given the plain CPU device."""
+    import torch
+
+    if trainer.args.device.type == "cpu":
+        trainer.args.__dict__["_setup_devices"] = torch.device("cpu")
+
+
+UNSLOTH_VARLEN_VERSIONS = ("2026.10.7",)
+"""Unsloth versions whose attention dispatch (`unsloth.utils.attention_dispatch`) `unsloth_varlen_attention` knows."""
+
+
+def unsloth_varlen_kernel():
+    """torch's variable-length attention in the form Unsloth's dispatch calls it, or None where it cannot run.
+
+    Unsloth 2026.10.7 routes packed (padding-free) SDPA batches through `torch.nn.attention.varlen.varlen_attn`
+    only when it takes `enable_gqa` (torch 2.12+); torch 2.11, the GPU image's, has `window_size` (causal is
+    (-1, 0)) but no `enable_gqa`, and Unsloth then runs one SDPA call per run of equal lengths, or a dense
+    block-diagonal mask. Without `enable_gqa` the kernel here repeats the key/value heads (query head h reads kv
+    head h // groups, as Unsloth's own expansion does). None without CUDA, without Unsloth's known version, or
+    without a `varlen_attn` that takes `window_size`."""
+    import torch
+
+    if not torch.cuda.is_available() or "unsloth" not in sys.modules:
+        return None
+    if importlib.metadata.version("unsloth") not in UNSLOTH_VARLEN_VERSIONS:
+        return None
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    parameters = inspect.signature(varlen_attn).parameters
+    if "window_size" not in parameters:
+        return None
+    if "enable_gqa" in parameters:
+        return varlen_attn
+    return _with_repeated_kv_heads(varlen_attn)
+
+
+def _with_repeated_kv_heads(varlen_attn):
+    def attend(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
+               enable_gqa=False):
+        if enable_gqa and key.shape[1] != query.shape[1]:  # (tokens, heads, head_dim)
+            groups = query.shape[1] // key.shape[1]
+            key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+        return varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale=scale, window_size=window_size)
+
+    return attend
+
+
+@contextlib.contextmanager
+def unsloth_varlen_attention():
+    """Inside the block, Unsloth's packed SDPA batches run `unsloth_varlen_kernel()`; restored on exit. Does
+    nothing where Unsloth already has a varlen kernel or none can run here."""
+    kernel = unsloth_varlen_kernel()
+    dispatch = sys.modules.get("unsloth.utils.attention_dispatch")
+    if kernel is None or dispatch is None or dispatch._TORCH_VARLEN_ATTN is not None:
+        yield
+        return
+    dispatch._TORCH_VARLEN_ATTN = kernel
+    try:
+        yield
+    finally:
+        dispatch._TORCH_VARLEN_ATTN = None

@@ -51,7 +51,7 @@ def free_memory_bytes(max_memory_gib: float | None = None) -> int:
     if torch.cuda.is_available():
         free, held = torch.cuda.mem_get_info()[0], torch.cuda.memory_reserved()
     else:
-        free, held = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), _resident_bytes()
+        free, held = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), resident_bytes()
     return within_budget(free, held, max_memory_gib)
 
 
@@ -62,6 +62,7 @@ def within_budget(device_free: int, held: int, max_memory_gib: float | None) -> 
     return max(0, min(device_free, int(max_memory_gib * GIB) - held))
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int:
+    """Bytes of memory this process holds now (its resident set)."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -3,20 +3,55 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from fasttune import hooks
+from fasttune import chat_templates, hooks
 from fasttune.card import read_card, resolve_base_model, write_card
 from fasttune.errors import FasttuneError, raise_problems
 
 METHODS = ("linear", "ties", "dare_linear", "svd")
 
 
+@dataclass
+class MergeConfig:
+    """Which adapters `merge_adapters` merges and how (its arguments, as a config)."""
+
+    adapters: list[str]
+    """Adapter folders trained on the same base model (two or more)."""
+    weights: list[float]
+    """One weight per adapter."""
+    method: Literal["linear", "ties", "dare_linear", "svd"] = "linear"
+    """How the adapters combine (PEFT add_weighted_adapter's combination_type)."""
+    out_dir: str | None = None
+    """The new adapter folder (default runs/merge-<method>-<time>); it must not exist."""
+    density: float = 0.5
+    """ties / dare_linear: the share of each update's entries kept."""
+    svd_rank: int | None = None
+    """svd: the rank of the merged update (default: the largest rank of the inputs)."""
+    seed: int = 0
+    """Seed of dare_linear's random drop."""
+
+    def __post_init__(self):
+        problems = []
+        if len(self.adapters) < 2:
+            problems.append(f"merge needs at least two adapters (adapters={len(self.adapters)})")
+        if len(self.weights) != len(self.adapters):
+            problems.append(f"give one weight per adapter (weights={list(self.weights)}, "
+                            f"adapters={len(self.adapters)})")
+        if self.method not in METHODS:
+            problems.append(f"method must be one of {', '.join(METHODS)} (method={self.method!r})")
+        if not 0 < self.density <= 1:
+            problems.append(f"density must be in (0, 1] (density={self.density})")
+        raise_problems(problems)
+
+
 @hooks.library_scope()
 def merge_adapters(adapters: list, weights: list[float],
-                   method: Literal["linear", "ties", "dare_linear", "svd"] = "linear", *, out_dir: str | Path | None = None, density: float = 0.5, svd_rank: int | None = None,
+                   method: Literal["linear", "ties", "dare_linear", "svd"] = "linear", *,
+                   out_dir: str | Path | None = None, density: float = 0.5, svd_rank: int | None = None,
                    seed: int = 0) -> Path:
     """Merge adapter folders (or Runs) trained on the same base into a new adapter folder, with a fasttune card.
 
@@ -32,20 +67,17 @@ def merge_adapters(adapters: list, weights: list[float],
     from transformers import AutoModelForCausalLM
 
     folders = [Path(getattr(adapter, "adapter_dir", adapter)) for adapter in adapters]
+    MergeConfig([str(folder) for folder in folders], list(weights), method, None if out_dir is None else str(out_dir),
+                density, svd_rank, seed)
     cards = [_card(folder) for folder in folders]
     bases = [resolve_base_model(folder, card) for folder, card in zip(folders, cards, strict=True)]
-    problems = []
-    if len(folders) < 2:
-        problems.append(f"merge needs at least two adapters (adapters={len(folders)})")
-    if len(weights) != len(folders):
-        problems.append(f"give one weight per adapter (weights={list(weights)}, adapters={len(folders)})")
-    if method not in METHODS:
-        problems.append(f"method must be one of {', '.join(METHODS)} (method={method!r})")
-    if not 0 < density <= 1:
-        problems.append(f"density must be in (0, 1] (density={density})")
     if len({base.resolve() for base in bases}) > 1:
-        problems.append(f"the adapters have different base models (base_model={sorted(map(str, set(bases)))})")
-    raise_problems(problems)
+        raise FasttuneError(f"The adapters have different base models "
+                            f"(base_model={sorted(map(str, set(bases)))}). Merge adapters of one base.")
+    if len({str(chat_templates.from_card(card)) for card in cards}) > 1:
+        raise FasttuneError("The adapters were trained with different chat templates (chat_template="
+                            f"{[(card.get(chat_templates.CARD_KEY) or {}).get('name') for card in cards]}). "
+                            "Merge adapters trained with one template.")
     base_path = bases[0]
     out_dir = Path(out_dir or f"runs/merge-{method}-{datetime.now():%Y%m%d-%H%M%S}")
     if out_dir.exists():
@@ -76,7 +108,7 @@ def merge_adapters(adapters: list, weights: list[float],
             "merge": {"method": method, "weights": list(weights), "density": density, "svd_rank": svd_rank,
                       "seed": seed, "adapters": [{"path": str(f), "task": c.get("task")}
                                                  for f, c in zip(folders, cards, strict=True)]},
-            "task": cards[0].get("task")}
+            "task": cards[0].get("task"), chat_templates.CARD_KEY: cards[0].get(chat_templates.CARD_KEY)}
     write_card(partial, card)
     partial.replace(out_dir)
     return out_dir

@@ -1,14 +1,18 @@
-"""The device plan of a run: padding-free batches or not, gradient checkpointing or not, and device steps sized to
-the free memory, decided in one place (`plan`) from the longest row, the free memory and a per-token estimate.
+"""The device plan of a run: padding-free batches or not, gradient checkpointing or not, device steps sized to
+the free memory, and the optimizer, decided in one place (`plan`) from the longest row, the free memory and a
+per-token estimate.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fasttune import backend, memory
+import torch
+
+from fasttune import backend, distributed, memory
 from fasttune.backend import Model
 from fasttune.configs import TrainConfig
+from fasttune.errors import FasttuneError
 
 MEMORY_HEADROOM = 0.8
 """Share of the free memory that one device step's activations may take (the rest: allocator slack, optimizer)."""
@@ -62,6 +66,20 @@ def bytes_per_token(config, gradient_checkpointing: bool) -> int:
 OPTIMIZER_BYTES_PER_PARAMETER = 12
 """What training adds for each trainable weight: its float32 gradient and AdamW's two float32 moments."""
 
+OPTIMIZER_STATE_SHARE = 0.1
+"""Largest share of the free memory that AdamW's float32 state may take before the plan picks 8-bit AdamW."""
+
+
+def choose_optimizer(trainable_parameters: int, free_bytes: int, on_gpu: bool) -> str:
+    """transformers' name of the optimizer a run steps with: fused AdamW (one launch for all the adapter's tensors)
+    unless, on a GPU, its float32 state would take more than `OPTIMIZER_STATE_SHARE` of the free memory; then
+    bitsandbytes' 8-bit AdamW (a quarter of the state, but one launch per tensor: 224 for LoRA on a 16-layer
+    model's 7 projections, and Unsloth's default; bitsandbytes' optimizers need CUDA). A LoRA adapter is small:
+    r=16 on every projection of Llama-3.2-1B is 11M weights, 135 MB with their gradients."""
+    if not on_gpu or OPTIMIZER_BYTES_PER_PARAMETER * trainable_parameters <= OPTIMIZER_STATE_SHARE * free_bytes:
+        return "adamw_torch_fused"
+    return "adamw_8bit"
+
 
 def free_for_activations(free_bytes: int, trainable_parameters: int) -> int:
     """The free memory left for activations once the optimizer's state for the trainable weights is allocated."""
@@ -108,11 +126,22 @@ class Plan:
     """Weights the run trains (their gradients and optimizer state are kept out of the activation budget)."""
     bytes_per_token: int
     """Calibrated activation memory of one training token under this plan."""
+    world_size: int = 1
+    """Processes training data-parallel (torchrun's WORLD_SIZE); micro_batch and accumulation are each one's share,
+    so an optimizer step takes world_size x micro_batch x accumulation rows."""
+    optimizer: str = "adamw_torch_fused"
+    """transformers' name of the optimizer (fused AdamW, or 8-bit AdamW where memory is short)."""
 
 
 def plan(model: Model, rows: list[dict], config: TrainConfig) -> Plan:
     """The device plan of training `model` on `rows` with `config`; settings the config fixes (padding_free,
-    gradient_checkpointing not None) are kept, the others are decided for this machine."""
+    gradient_checkpointing not None) are kept, the others are decided for this machine. Under torchrun each
+    process plans its share of every optimizer step on its own device."""
+    world = distributed.world_size()
+    if world > 1:
+        four_bit, _ = backend.count_4bit_linear_layers(model)
+        check_data_parallel(four_bit, model.device, distributed.local_rank(), world)
+    batch_size, accumulation = rank_share(config.batch_size, config.gradient_accumulation, world)
     padding_free = backend.varlen_attention(model) if config.padding_free is None else config.padding_free
     share = PADDING_FREE_SHARE if padding_free else PADDED_SHARE
     longest = max(len(row.get("input_ids", ())) for row in rows) or model.max_seq_length
@@ -122,10 +151,42 @@ def plan(model: Model, rows: list[dict], config: TrainConfig) -> Plan:
                      else config.gradient_checkpointing)
     per_token = int(bytes_per_token(shape, checkpointing) * share)
     trainable = trainable_parameters(model, config)
-    steps = plan_device_steps(config.batch_size, config.gradient_accumulation, longest, per_token,
-                              free_for_activations(free, trainable))
+    steps = plan_device_steps(batch_size, accumulation, longest, per_token, free_for_activations(free, trainable))
+    optimizer = config.optimizer or choose_optimizer(trainable, free, torch.cuda.is_available())
     return Plan(padding_free, checkpointing, steps.micro_batch, steps.accumulation, longest, free, trainable,
-                per_token)
+                per_token, world, optimizer)
+
+
+def rank_share(batch_size: int, gradient_accumulation: int, world_size: int) -> tuple[int, int]:
+    """(rows per batch, batches per optimizer step) of one of `world_size` data-parallel processes: the
+    batch_size x gradient_accumulation rows of an optimizer step split evenly between them, so that the update is
+    the one a single device makes with that batch."""
+    if batch_size % world_size == 0:
+        return batch_size // world_size, gradient_accumulation
+    if batch_size * gradient_accumulation % world_size == 0:
+        return batch_size * gradient_accumulation // world_size, 1
+    raise FasttuneError(
+        f"The {batch_size * gradient_accumulation} rows of an optimizer step do not split evenly between "
+        f"{world_size} processes (batch_size={batch_size}, gradient_accumulation={gradient_accumulation}, "
+        f"processes={world_size}). Use a batch_size that is a multiple of {world_size}.")
+
+
+def check_data_parallel(four_bit_layers: int, device, local_rank: int, world_size: int) -> None:
+    """Refuse a data-parallel run that cannot work: a 4-bit (bitsandbytes) model cannot be moved once quantized,
+    so each process must have loaded it whole on its own CUDA GPU, as `fasttune.load` does under torchrun."""
+    if not four_bit_layers:
+        return
+    if device.type != "cuda":
+        raise FasttuneError(
+            f"4-bit QLoRA cannot train data-parallel on {device.type} (4-bit layers={four_bit_layers}, "
+            f"processes={world_size}): bitsandbytes' 4-bit layers train only on CUDA GPUs, where fasttune runs "
+            "them under torchrun with Unsloth or PEFT + TRL, each rank loading the model on its own GPU. On this "
+            "machine load the model in 16 bits (fasttune.load(..., load_in_4bit=False)).")
+    if device.index != local_rank:
+        raise FasttuneError(
+            f"This rank's 4-bit model is on {device}, not on its own GPU cuda:{local_rank} (processes={world_size}). "
+            "A quantized model cannot be moved: load it with fasttune.load under torchrun, which places each "
+            "rank's copy on its own GPU, and not with a device_map of your own.")
 
 
 def trainable_parameters(model: Model, config: TrainConfig) -> int:

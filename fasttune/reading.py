@@ -287,10 +287,40 @@ def read_parquet(path: str | Path, fields: Fields) -> list[Record]:
                               fields), path)
 
 
+def read_saved_dataset(path: str | Path, fields: Fields, split: str | None = None) -> list[Record]:
+    """The rows of a folder written by `datasets`' save_to_disk: a Dataset, or the `split` of a DatasetDict
+    (places are rows, from 1)."""
+    path = Path(path)
+    if not is_saved_dataset(path):
+        raise FasttuneError(f"{path} is not a folder written by datasets' save_to_disk (no state.json or "
+                            "dataset_dict.json in it). Point at a data file, or at a saved dataset's folder.")
+    from datasets import DatasetDict, load_from_disk
+
+    data = load_from_disk(str(path))
+    if isinstance(data, DatasetDict):
+        if split not in data:
+            raise FasttuneError(f"{path} holds a DatasetDict with splits {', '.join(data)} (split={split!r}). Name "
+                                "the split to read.")
+        data = data[split]
+    elif split is not None:
+        raise FasttuneError(f"{path} holds one dataset, not a DatasetDict with splits (split={split!r}). Leave the "
+                            "split out.")
+    return _nonempty(_checked([(Place(path, "row", number), row) for number, row in enumerate(data.to_list(), 1)],
+                              fields), path)
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether `path` is a folder that datasets' save_to_disk wrote (a Dataset or a DatasetDict)."""
+    return path.is_dir() and any((path / name).exists() for name in ("state.json", "dataset_dict.json"))
+
+
 def read_rows(path: str | Path, fields: Fields) -> list[Record]:
     """The rows of a data file, read as its name says: .jsonl/.ndjson (JSON lines), .json (an array of objects, or
-    JSON lines as many tools write them), .csv, .tsv, .parquet; each may also end in .gz."""
+    JSON lines as many tools write them), .csv, .tsv, .parquet; each may also end in .gz. A folder is read as one
+    that datasets' save_to_disk wrote (`read_saved_dataset`)."""
     path = Path(path)
+    if is_saved_dataset(path):
+        return read_saved_dataset(path, fields)
     kind = data_format(path)
     if kind not in ROW_FORMATS:
         raise FasttuneError(f"{path}: unknown data format (suffix={kind or 'none'!r}). Use one of "

@@ -19,9 +19,7 @@ LOCK_NAME = ".fasttune.lock"
 
 
 class RunLock:
-    """Hold the lock on `folder` (created if needed) inside a `with` block.
-
-    In a distributed launch (torchrun sets RANK) only rank 0 takes it: the ranks are one run."""
+    """Hold the lock on `folder` (created if needed) inside a `with` block."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK_NAME
@@ -29,8 +27,6 @@ class RunLock:
         self._created_folder = False
 
     def __enter__(self) -> RunLock:
-        if os.environ.get("RANK", "0") != "0":
-            return self
         self._created_folder = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -48,8 +44,6 @@ class RunLock:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._descriptor is None:
-            return
         # The file stays (unlinking it would let a waiting process lock a file nobody else can see); emptied, it
         # names no owner.
         os.ftruncate(self._descriptor, 0)

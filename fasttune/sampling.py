@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
-from fasttune import backend, data
+from fasttune import data
 from fasttune.backend import Model
 from fasttune.configs import TrainConfig
 from fasttune.errors import not_positive
-from fasttune.evaluation import generate
+from fasttune.engines import engine_for
 from fasttune.task import Example, Messages, Task
 
 
@@ -77,14 +75,12 @@ def sample_judged(model: Model, task: Task, examples: list[Example], config: Sam
                   seed: int) -> list[list[Judged]]:
     """`config.samples` sampled completions of each example's prompt, each judged by the task; the same seed
     gives the same samples."""
-    torch.manual_seed(seed)
-    prompts = [data.prompt_ids(model.tokenizer, _with_instruction(task.format(example).prompt, config.instruction),
-                               data.where_example(task, example)) for example in examples]
-    backend.for_inference(model)
-    with torch.inference_mode():
-        samples = generate(model, prompts, max_new_tokens=config.max_new_tokens or task.max_new_tokens,
-                           batch_size=config.batch_size, num_samples=config.samples, temperature=config.temperature,
-                           description=f"sampling {task.name}")
+    engine = engine_for(model)
+    prompts = [engine.prompt_ids(_with_instruction(task.format(example).prompt, config.instruction),
+                                 data.where_example(task, example)) for example in examples]
+    samples = engine.sample_answers(prompts, samples=config.samples, temperature=config.temperature, seed=seed,
+                                    max_new_tokens=config.max_new_tokens or task.max_new_tokens,
+                                    batch_size=config.batch_size, description=f"sampling {task.name}")
     return [[judge(task, example, completion.text) for completion in completions]
             for example, completions in zip(examples, samples, strict=True)]
 

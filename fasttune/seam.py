@@ -5,7 +5,8 @@
 exposed here and nowhere else:
 
 - `sft_rows`: task examples tokenized as `train` tokenizes them for SFT;
-- `sft_trainer`: the SFT trainer `train` would run on given rows, with LoRA attached as `train` attaches it, not run.
+- `sft_trainer`: the SFT trainer `train` would run on given rows, with LoRA attached as `train` attaches it, not run;
+- `training_scope`: the library hooks `train` runs its trainer under, for around `trainer.train()`.
 
 benchmarks/speed.py and benchmarks/cpu_batching.py train through these two and the public API only: when training's
 internals change, this module follows them and the benchmarks stay as they are.
@@ -65,3 +66,11 @@ def sft_trainer(model: Model, rows: Rows, config: TrainConfig, *, longest_row: i
     return trainers.sft_trainer(model, rows, replace(config, padding_free=decided.padding_free,
                                                      gradient_checkpointing=decided.gradient_checkpointing),
                                 Path(config.output_dir), device_plan=decided)
+
+
+def training_scope():
+    """The hooks `fasttune.train` runs its trainer under, restored on exit: torch's varlen attention for Unsloth's
+    padding-free batches where Unsloth has none (`hooks.unsloth_varlen_attention`)."""
+    from fasttune import hooks
+
+    return hooks.unsloth_varlen_attention()

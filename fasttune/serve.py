@@ -14,10 +14,23 @@ import json
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from fasttune.app import models
 from fasttune.errors import FasttuneError
+
+
+@dataclass
+class ServeConfig:
+    """What `serve` serves and where (its arguments, as a config)."""
+
+    model: str | None = None
+    """A model folder, adapter folder, merged export or .gguf file (default: the embedded model)."""
+    host: str = "127.0.0.1"
+    """The address to bind (127.0.0.1: this machine only)."""
+    port: int = 8000
+    """The port to listen on."""
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from fasttune.configs import TrainConfig
 from fasttune.errors import FasttuneError
 from fasttune.metrics import normalize_answer
 from fasttune.task import Example, Task
@@ -51,9 +52,63 @@ def refuse_test_rows(task: Task, split: str, examples: list[Example]) -> None:
                             "from the training data.")
 
 
-def training_examples(task: Task, split: str, limit: int | None) -> list[Example]:
-    """The first `limit` examples of `split` for training: never test rows, and the first must parse back."""
-    examples = task.load(split)[:limit]
-    refuse_test_rows(task, split, examples)
+def training_examples(task: Task, config: TrainConfig) -> list[Example]:
+    """The first `config.limit` examples of the training split: never test rows, never the rows held out for
+    validation during training, and the first must parse back."""
+    examples = task.load(config.split)
+    if config.eval_every is not None and validation_source(task, config) == config.split:
+        examples = hold_out(task, examples, config.validation_size, config.seed)[0]
+    examples = examples[: config.limit]
+    refuse_test_rows(task, config.split, examples)
     task.check(examples[0])
     return examples
+
+
+def validation_source(task: Task, config: TrainConfig) -> str:
+    """The split validation rows come from: `config.validation_split`, the task's "validation" split, or (rows
+    held out of it) the training split."""
+    if config.validation_split is not None:
+        if config.validation_split == task.test_split:
+            raise FasttuneError(f"Refusing to validate task '{task.name}' on its test split during training "
+                                f"(validation_split={config.validation_split!r}): picking the best step on it "
+                                "would make the test score optimistic. Leave validation_split unset to hold out "
+                                "training rows.")
+        task.load(config.validation_split)  # an unknown split fails here, before the model is touched
+        return config.validation_split
+    if "validation" in task.splits and task.test_split != "validation" and config.split != "validation":
+        return "validation"
+    return config.split
+
+
+def validation_examples(task: Task, config: TrainConfig) -> list[Example]:
+    """The rows scored during training: the validation split, or `validation_size` rows held out of the training
+    split by a seeded hash of their text. Rows whose text also occurs in the training rows are refused."""
+    source = validation_source(task, config)
+    if source == config.split:
+        train, held = hold_out(task, task.load(config.split), config.validation_size, config.seed)
+        if not train:
+            raise FasttuneError(f"Holding out validation_size={config.validation_size} rows leaves no training rows "
+                                f"in split '{config.split}' of task '{task.name}'. Lower validation_size.")
+        return held
+    held = task.load(source)
+    found = overlap(task, held, source, config.split)
+    if found.ids:
+        raise FasttuneError(f"Refusing to validate task '{task.name}' on rows it trains on: {found} "
+                            f"(validation_split={source!r}). Remove them, or leave validation_split unset to hold "
+                            "out training rows.")
+    return held
+
+
+def hold_out(task: Task, examples: list[Example], size: int, seed: int) -> tuple[list[Example], list[Example]]:
+    """Split `examples` into (kept, held out): whole groups of rows with the same normalised text, in the order of a
+    seeded hash of that text, are held out until `size` rows are; so no held-out text occurs among the kept rows."""
+    groups: dict[str, list[int]] = {}
+    for index, example in enumerate(examples):
+        groups.setdefault(normalize_answer(task.text(example)), []).append(index)
+    order = sorted(groups, key=lambda text: hashlib.sha256(f"{seed}\0{text}".encode()).digest())
+    held: set[int] = set()
+    for text in order:
+        if len(held) >= size:
+            break
+        held.update(groups[text])
+    return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])

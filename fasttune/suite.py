@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import fasttune
 from fasttune.errors import FasttuneError
@@ -23,13 +25,35 @@ from fasttune.tables import suite_table
 SUITES = ("seeds",)
 
 
-def run_suite(name: str, *, model: str | None, data_root: str | Path, limit: int | None, out: str | Path,
-              engine: str = "auto", seed: int = 0) -> dict:
-    """Evaluate `model` (a folder, an adapter folder, or None for the embedded model) on every task of suite `name`."""
-    if name not in SUITES:
-        raise FasttuneError(f"Unknown suite (suite={name!r}). Available: {', '.join(SUITES)}.")
+@dataclass
+class SuiteConfig:
+    """Which suite `run_suite` evaluates, on which data, and where its reports go (its arguments, as a config)."""
+
+    name: Literal["seeds"] = "seeds"
+    """The suite: seeds is every built-in task."""
+    data_root: str = "../shared/data"
+    """The folder holding each task's data folder (e.g. ../shared/data)."""
+    limit: int | None = None
+    """Score only the first `limit` test examples of each task."""
+    out: str | None = None
+    """Output folder of the reports and suite.json (default runs/suite-<name>-<time>)."""
+    engine: Literal["auto", "loglik", "generate"] = "auto"
+    """loglik: pick the most likely of the task's choices; generate: greedy decoding; auto: loglik when possible."""
+    seed: int = 0
+    """Seed of the bootstrap."""
+
+    def __post_init__(self):
+        if self.name not in SUITES:
+            raise FasttuneError(f"Unknown suite (suite={self.name!r}). Available: {', '.join(SUITES)}.")
+
+
+def run_suite(name: str, *, model: str | Path | fasttune.Model | None, data_root: str | Path, limit: int | None,
+              out: str | Path, engine: str = "auto", seed: int = 0) -> dict:
+    """Evaluate `model` (a folder, an adapter folder, a loaded Model, or None for the embedded model) on every task
+    of suite `name`; the other arguments are the fields of SuiteConfig."""
+    SuiteConfig(name, str(data_root), limit, str(out), engine, seed)
     out, data_root = Path(out), Path(data_root)
-    loaded = fasttune.load(model)
+    loaded = model if isinstance(model, fasttune.Model) else fasttune.load(model)
     reports: list[Report] = []
     not_run: dict[str, str] = {}
     for task_name in fasttune.tasks.builtin():

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from fasttune.errors import FasttuneError
+from fasttune.errors import FasttuneError, FasttuneWarning
 from fasttune.reading import first_repeat
 
 Example = dict[str, Any]
@@ -114,6 +115,15 @@ class Task:
         """The chat prompt and gold completion for one example."""
         raise NotImplementedError
 
+    def conversation(self, example: Example) -> Messages | None:
+        """The whole conversation of a multi-turn example, trained with the loss on its assistant turns (all, or the
+        last when `train_on` is "last"; see fasttune.conversation); None (the default) trains on `format`'s prompt
+        and completion."""
+        return None
+
+    train_on: Literal["all", "last"] = "all"
+    """Which assistant turns of `conversation(example)` carry the loss."""
+
     def answer(self, example: Example) -> Any:
         """The gold answer of an example, in the form `parse_answer` returns."""
         raise NotImplementedError
@@ -175,6 +185,25 @@ class Task:
     def describe(self) -> dict[str, Any]:
         """Name, version and class of the task, saved beside adapters and reports."""
         return {"name": self.name, "version": self.VERSION, "class": f"{type(self).__module__}.{type(self).__qualname__}"}
+
+    def constructor_arguments(self) -> dict[str, Any]:
+        """The constructor's arguments, read back from the attributes of the same names (paths as text), so that
+        `fasttune.tasks.get(self.name, **options)` builds this task again; a run's config.json records them. A task
+        that stores an argument under another name overrides this."""
+        options, unreadable = {}, []
+        for parameter in inspect.signature(type(self)).parameters.values():
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                continue
+            if not hasattr(self, parameter.name):
+                unreadable.append(parameter.name)
+                continue
+            value = getattr(self, parameter.name)
+            options[parameter.name] = str(value) if isinstance(value, Path) else value
+        if unreadable:
+            warnings.warn(f"fasttune: task '{self.name}' keeps constructor arguments {', '.join(unreadable)} under "
+                          "other names, so a run's config.json does not record them. Override "
+                          "Task.constructor_arguments() to return them.", FasttuneWarning, stacklevel=2)
+        return options
 
 
 def _default_data_dir(name: str) -> Path | None:

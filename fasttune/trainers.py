@@ -3,6 +3,8 @@ progress bar, and the SFT trainer over tokenized rows (used by sft, rft and the 
 
 from __future__ import annotations
 
+from collections import deque
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,11 +12,11 @@ import transformers
 import trl
 from datasets import Dataset
 
-from fasttune import backend
+from fasttune import backend, distributed
 from fasttune.backend import Model
 from fasttune.configs import TrainConfig
 from fasttune.plan import Plan, plan
-from fasttune.progress import new_progress
+from fasttune.progress import new_progress, shown, training_status
 
 
 def trainer_arguments(config: TrainConfig, output_dir: Path, model: Model, device_plan: Plan) -> dict:
@@ -27,9 +29,11 @@ def trainer_arguments(config: TrainConfig, output_dir: Path, model: Model, devic
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, seed=config.seed,
         data_seed=config.seed, logging_steps=config.logging_steps,
         save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps, save_total_limit=2,
-        logging_nan_inf_filter=False, report_to="none", disable_tqdm=True,
+        logging_nan_inf_filter=False, report_to="none", disable_tqdm=True, optim=device_plan.optimizer,
         # TRL's configs default to True: without this every run would checkpoint, whatever add_lora was told
-        gradient_checkpointing=device_plan.gradient_checkpointing, **backend.device_arguments(model))
+        gradient_checkpointing=device_plan.gradient_checkpointing,
+        ddp_find_unused_parameters=False,  # data-parallel runs: every LoRA weight is used in every forward
+        **backend.device_arguments(model))
 
 
 def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainConfig, output_dir: Path,
@@ -46,33 +50,67 @@ def sft_trainer(model: Model, rows: list[dict[str, list[int]]], config: TrainCon
         train_sampling_strategy="random" if device_plan.padding_free else "group_by_length",
         completion_only_loss=True,
         max_length=None if device_plan.padding_free else model.max_seq_length,  # rows were cut to it already
-        include_num_input_tokens_seen="non_padding", dataset_num_proc=None, remove_unused_columns=False)
-    return with_progress(backend.sft_trainer_class()(
+        dataset_num_proc=None, remove_unused_columns=False)
+    trainer = with_progress(backend.sft_trainer_class()(
         model=model.model, processing_class=model.tokenizer, train_dataset=Dataset.from_list(rows), args=args,
         callbacks=list(callbacks)))
+    counter = CountTokens()
+    trainer.data_collator = counter.watch(trainer.data_collator)
+    trainer.add_callback(counter)
+    return trainer
+
+
+class CountTokens(transformers.TrainerCallback):
+    """Counts the tokens of the rows the model trains on into `state.num_input_tokens_seen`, on the host: the
+    wrapped collator records each batch's count from its rows, and every micro-batch trained (one substep or step
+    end each) adds the oldest count. (transformers' `include_num_input_tokens_seen` sums the attention mask on
+    the device and syncs it every micro-batch.)"""
+
+    def __init__(self):
+        self.counts: deque[int] = deque()
+
+    def watch(self, collate):
+        def collate_and_count(features):
+            self.counts.append(sum(len(feature["input_ids"]) for feature in features))
+            return collate(features)
+
+        return collate_and_count
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self._add(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._add(state)
+
+    def _add(self, state) -> None:
+        if self.counts:
+            state.num_input_tokens_seen += self.counts.popleft()
 
 
 def with_progress(trainer):
-    """`trainer` with fasttune's rich progress bar in place of transformers' printed logs."""
-    trainer.add_callback(RichProgress())
+    """`trainer` with fasttune's rich progress bar (on rank 0 of a data-parallel run) in place of transformers'
+    printed logs."""
+    if distributed.is_main_process():
+        trainer.add_callback(RichProgress())
     trainer.remove_callback(transformers.PrinterCallback)
     return trainer
 
 
 class RichProgress(transformers.TrainerCallback):
-    """A rich progress bar over optimizer steps, showing the last logged loss."""
+    """A rich progress bar over optimizer steps (with ETA), showing the last logged loss, tokens/s and validation
+    metric."""
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.progress = new_progress()
-        self.bar = self.progress.add_task("training", total=state.max_steps, status="")
-        self.progress.start()
+        self.showing = ExitStack()
+        self.progress = self.showing.enter_context(shown(new_progress()))
+        self.bar = self.progress.add_task("training", total=state.max_steps, completed=state.global_step, status="")
 
     def on_step_end(self, args, state, control, **kwargs):
         self.progress.update(self.bar, completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            self.progress.update(self.bar, status=f"loss {logs['loss']:.4f}")
+            self.progress.update(self.bar, status=training_status(logs))
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.progress.stop()
+        self.showing.close()

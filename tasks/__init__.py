@@ -19,6 +19,11 @@ _BUILTIN = {
     "scitldr": "fasttune.tasks.scitldr:SciTLDR",
     "shopbench": "fasttune.tasks.shopbench:ShopBench",
 }
+_OWN_DATA = {
+    "chat": "fasttune.tasks.chat:Chat",
+    "instruction": "fasttune.tasks.instruction:Instruction",
+}
+"""Generic tasks over the user's own files (options: fasttune.own_data.OwnDataConfig)."""
 _REGISTERED: dict[str, type[Task]] = {}
 
 
@@ -30,22 +35,29 @@ def register(task_class: type[Task]) -> type[Task]:
 
 def list() -> builtins.list[str]:  # noqa: A001 - the registry's public name
     """Names of all known tasks, built-in and registered."""
-    return sorted({*_BUILTIN, *_REGISTERED})
+    return sorted({*_BUILTIN, *_OWN_DATA, *_REGISTERED})
 
 
 def builtin() -> builtins.list[str]:
-    """Names of the tasks that ship with fasttune."""
+    """Names of the tasks that ship with fasttune and read known datasets (the suite's tasks); `chat` and
+    `instruction` read the user's own files instead."""
     return sorted(_BUILTIN)
+
+
+def task_class(name: str) -> type[Task]:
+    """The Task class of a registered or built-in task name."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    known = {**_BUILTIN, **_OWN_DATA}
+    if name not in known:
+        raise unknown_name("task", name, list())
+    module_name, class_name = known[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def get(name: str, **kwargs) -> Task:
     """A task instance by name; keyword arguments (e.g. data_dir=) go to its constructor."""
-    if name in _REGISTERED:
-        return _REGISTERED[name](**kwargs)
-    if name not in _BUILTIN:
-        raise unknown_name("task", name, list())
-    module_name, class_name = _BUILTIN[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(**kwargs)
+    return task_class(name)(**kwargs)
 
 
-__all__ = ["Task", "builtin", "get", "list", "register"]
+__all__ = ["Task", "builtin", "get", "list", "register", "task_class"]

@@ -105,3 +105,24 @@ def test_merging_adapters_of_different_bases_is_refused(two_adapters, tmp_path, 
     (other / "fasttune.json").write_text(json.dumps({**card, "base_model": str(embedded_dir)}))
     with pytest.raises(fasttune.FasttuneError, match="different base models"):
         fasttune.merge_adapters([two_adapters[0], other], weights=[0.5, 0.5], out_dir=tmp_path / "m")
+
+
+def test_a_merged_adapter_keeps_the_chat_template_its_inputs_were_trained_with(two_adapters, tmp_path):
+    out = fasttune.merge_adapters(two_adapters, weights=[0.5, 0.5], out_dir=tmp_path / "m")
+    trained_with = json.loads((two_adapters[0] / "fasttune.json").read_text())["chat_template"]
+    assert trained_with["name"] == "model" and "<|im_start|>" in trained_with["text"]
+    assert json.loads((out / "fasttune.json").read_text())["chat_template"] == trained_with
+
+
+def test_merging_adapters_trained_with_different_chat_templates_is_refused(two_adapters, tmp_path):
+    from fasttune import chat_templates
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for path in two_adapters[1].iterdir():
+        (other / path.name).write_bytes(path.read_bytes())
+    card = json.loads((other / "fasttune.json").read_text())
+    chatml = {"name": "chatml", "text": chat_templates.template_text("chatml")[1]}
+    (other / "fasttune.json").write_text(json.dumps({**card, "chat_template": chatml}))
+    with pytest.raises(fasttune.FasttuneError, match=r"different chat templates \(chat_template=\['model', 'chatml'\]"):
+        fasttune.merge_adapters([two_adapters[0], other], weights=[0.5, 0.5], out_dir=tmp_path / "m")

@@ -10,6 +10,7 @@ from safetensors import safe_open
 
 import fasttune
 from fasttune import backend
+from fasttune.logs import read_log
 from fasttune.methods.cpt import pack, read_documents
 from fasttune.methods.grpo import format_reward, task_reward
 from fasttune.methods.kto import kto_rows
@@ -22,6 +23,7 @@ TASK = fasttune.tasks.get("larger_number")
 EXAMPLES = TASK.load("train")[:3]  # gold answers: the larger of a and b
 SMALL = {"max_steps": 2, "batch_size": 4, "limit": 8, "logging_steps": 1, "learning_rate": 5e-3, "warmup_ratio": 0.0}
 SAMPLING = {"samples": 2, "max_new_tokens": 4, "batch_size": 8}
+VALIDATED = {"eval_every": 1, "validation_split": "train", "validation_size": 4, "keep": "best"}
 PINNED_SFT_LOSSES = [10.768756866455078, 10.731485366821289, 10.704651832580566]  # recorded from a run of this test
 
 
@@ -179,8 +181,13 @@ METHOD_SETTINGS = {
 def test_method_trains_a_few_steps_and_its_adapter_loads_and_evaluates(method, tiny_model_dir, tmp_path):
     model = fasttune.load(tiny_model_dir, dtype=torch.float32)
     task = EvenCodeSum() if method == "grpo" else TASK  # GRPO learns only where rewards differ within a group
-    run = fasttune.train(model, task, method, output_dir=str(tmp_path), **{**SMALL, **METHOD_SETTINGS[method]})
+    run = fasttune.train(model, task, method, output_dir=str(tmp_path),
+                         **{**SMALL, **VALIDATED, **METHOD_SETTINGS[method]})
     losses = [loss for _, loss in run.losses]
+    assert [step for step, _ in run.validation["history"]] == [1, 2]  # the task's metric, whatever the method
+    assert run.validation["kept_step"] == run.validation["best_step"]
+    logged = [r for r in read_log(run.output_dir / "log.jsonl") if r["kind"] == "train"]
+    assert [r["step"] for r in logged] == [1, 2] and all(r["tokens_per_second"] > 0 for r in logged)
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
     lora_b = [p for n, p in model.model.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in lora_b)  # LoRA B starts at zero: the optimizer moved it

@@ -1,9 +1,8 @@
-"""Offline use and safe loading: no network, no hub downloads, no pickled weights, no model code unless asked."""
+"""Offline use and safe loading: no network, no pickled weights, no model code unless asked (hub ids: test_hub.py)."""
 
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,26 +42,6 @@ def test_main_job_runs_with_the_network_blocked_and_never_tries_it(tiny_model_di
                             env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "RESULT 8 8 True []" in result.stdout, result.stdout[-2000:]
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network blocked by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    return attempts
-
-
-def test_hub_id_fails_at_once_saying_how_to_point_at_local_files(no_network):
-    with pytest.raises(fasttune.FasttuneError, match=r"'meta-llama/Llama-3.2-1B' looks like a model hub id.*"
-                                                     r"--local-dir models/Llama-3.2-1B.*fasttune.load\('models/"):
-        fasttune.load("meta-llama/Llama-3.2-1B")
-    assert no_network == []
 
 
 CUSTOM_CODE = """

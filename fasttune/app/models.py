@@ -121,9 +121,9 @@ def is_gguf(spec: str | Path | None) -> bool:
 def load(spec: str | Path | None = None) -> TransformersChatModel | GgufChatModel:
     """The model named by `spec` (see the module docstring), ready to chat."""
     if is_gguf(spec):
-        from fasttune.gguf_engine import GgufModel
+        from fasttune.engines.gguf_file import GgufEngine
 
-        return GgufChatModel(GgufModel.open(spec))
+        return GgufChatModel(GgufEngine.open(spec, n_ctx=2048))
     if spec is not None and not Path(spec).expanduser().exists():
         raise FasttuneError(f"no model at {spec} (model={spec}). Pass a model folder, an adapter "
                             "folder, a merged export or a .gguf file, or nothing for the embedded default.")

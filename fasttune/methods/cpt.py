@@ -70,7 +70,7 @@ class Cpt:
         if config.text_file:
             documents = read_documents(config.text_file, config.text_field)[: config.limit]
         else:
-            examples = splits.training_examples(task, config.split, config.limit)
+            examples = splits.training_examples(task, config)
             documents = [task.document(example) for example in examples]
         tokenizer = model.tokenizer
         tokens = [tokenizer(document, add_special_tokens=False)["input_ids"] for document in documents]

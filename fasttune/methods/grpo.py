@@ -78,7 +78,7 @@ class Grpo:
 
     def prepare(self, model: Model, task: Task, config: GrpoConfig) -> TrainingData:
         """The task's prompts, each row holding the index of its example for the reward."""
-        examples = splits.training_examples(task, config.split, config.limit)
+        examples = splits.training_examples(task, config)
         rows = [{"prompt": task.format(example).prompt, "example_index": index}
                 for index, example in enumerate(examples)]
         return TrainingData(rows, summary={"prompts": len(rows)}, examples_used=examples)

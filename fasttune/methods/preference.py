@@ -105,7 +105,7 @@ class PreferenceMethod(ABC):
             pairs = read_pairs(config.pairs_file)[: config.limit]
             summary = {"source": str(config.pairs_file), "pairs": len(pairs)}
         else:
-            examples = splits.training_examples(task, config.split, config.limit)
+            examples = splits.training_examples(task, config)
             samples = sample_judged(model, task, examples, config.sampling, config.seed)
             built = build_pairs(task, examples, samples)
             pairs, summary = built.pairs, built.summary()

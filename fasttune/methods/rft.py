@@ -60,7 +60,7 @@ class Rft(Sft):
 
     def prepare(self, model: Model, task: Task, config: RftConfig) -> TrainingData:
         """Sample, judge and keep; the kept answers become completion-only SFT rows."""
-        examples = splits.training_examples(task, config.split, config.limit)
+        examples = splits.training_examples(task, config)
         samples = sample_judged(model, task, examples, config.sampling, config.seed)
         kept = select_answers(task, examples, samples, config.threshold)
         encoded = encode_samples(task, kept.samples, model.tokenizer, model.end_of_turn, model.max_seq_length)

@@ -17,7 +17,7 @@ class Sft:
 
     def prepare(self, model: Model, task: Task, config: TrainConfig) -> TrainingData:
         """SFT rows: the task's prompts and gold completions, tokenized with completion-only masks."""
-        examples = splits.training_examples(task, config.split, config.limit)
+        examples = splits.training_examples(task, config)
         encoded = data.encode_for_training(task, examples, model.tokenizer, model.end_of_turn, model.max_seq_length)
         return TrainingData(encoded.rows, encoded.ids, encoded.too_long)
 

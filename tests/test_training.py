@@ -20,6 +20,15 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     return model, task, base, run
 
 
+def test_training_pins_the_tiny_models_first_losses(tiny_run):
+    # Measured on this project's 2-core CPU machine (2026-12-02); runs are bitwise reproducible on one machine,
+    # the tolerance leaves room for another CPU's float rounding.
+    _, _, _, run = tiny_run
+    assert run.losses == [(2, pytest.approx(10.767941, rel=1e-4)), (4, pytest.approx(10.734812, rel=1e-4)),
+                          (6, pytest.approx(10.693130, rel=1e-4)), (8, pytest.approx(10.722902, rel=1e-4)),
+                          (10, pytest.approx(10.705418, rel=1e-4))]
+
+
 def test_training_records_finite_moving_losses_and_draws_them(tiny_run):
     _, _, _, run = tiny_run
     losses = [loss for _, loss in run.losses]
@@ -78,6 +87,28 @@ def test_batched_continuation_scores_equal_scoring_each_row_alone():
         log_probs = torch.log_softmax(logits[row, len(prompt) - 1:len(prompt) + len(continuation) - 1], dim=-1)
         expected.append(log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item())
     assert continuation_logprobs(logits, batch) == pytest.approx(expected, rel=1e-6)
+
+
+def test_scoring_each_prompt_once_over_its_cache_equals_scoring_every_prompt_and_choice_whole(tiny_model_dir):
+    """The prompt-cached scorer against the one it replaced: every prompt + choice + end of turn as its own row."""
+    from fasttune.engines import engine_for
+
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32)
+    engine = engine_for(model)
+    assert engine.prompt_cache  # the transformers backend
+    prompts = [list(range(40, 40 + n)) for n in (9, 3, 17, 5, 12)]  # batches of 2 are left-padded
+    choices = [["yes", "no"], ["A", "B", "C"], ["one two three", "x"], ["maybe"], ["yes", "no", "a longer answer"]]
+    scores = engine.choice_logprobs(prompts, choices, batch_size=2)
+    for prompt, options, got in zip(prompts, choices, scores, strict=True):
+        expected = []
+        for choice in options:
+            continuation = data.completion_ids(model.tokenizer, choice, model.end_of_turn)
+            with torch.no_grad():
+                logits = model.model(input_ids=torch.tensor([prompt + continuation])).logits[0].float()
+            log_probs = torch.log_softmax(logits[len(prompt) - 1:-1], dim=-1)
+            expected.append(log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item())
+        assert got == pytest.approx(expected, abs=1e-4)
+    assert len({round(score, 3) for options in scores for score in options}) > 5  # the scores differ
 
 
 def test_report_counts_distributions_and_writes_every_prediction(tiny_run, tmp_path):

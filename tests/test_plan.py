@@ -80,7 +80,7 @@ def test_a_memory_cap_leaves_only_the_cap_less_what_the_process_holds():
     assert memory.within_budget(1 * 2**30, held=6 * 2**30, max_memory_gib=8) == 1 * 2**30  # the device has less
     assert memory.within_budget(70 * 2**30, held=9 * 2**30, max_memory_gib=8) == 0
     # On a CPU the cap counts against this process's resident memory.
-    held = memory._resident_bytes()
+    held = memory.resident_bytes()
     assert 0 <= memory.free_memory_bytes(max_memory_gib=(held + 2**30) / 2**30) <= 2**30
     assert memory.free_memory_bytes() > memory.free_memory_bytes(max_memory_gib=(held + 2**20) / 2**30)
 
@@ -104,7 +104,7 @@ def test_a_memory_cap_splits_the_batch_into_smaller_device_steps(tiny_model_dir,
     backend.add_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj"], seed=0, gradient_checkpointing=False)
     config = TrainConfig(batch_size=16, output_dir=str(tmp_path))
     assert sft_trainer(model, rows, config, tmp_path).args.per_device_train_batch_size == 16
-    model.max_memory_gib = (memory._resident_bytes() + 64 * 2**20) / 2**30  # 64 MB above what the process holds
+    model.max_memory_gib = (memory.resident_bytes() + 64 * 2**20) / 2**30  # 64 MB above what the process holds
     args = sft_trainer(model, rows, config, tmp_path).args
     assert args.per_device_train_batch_size < 16
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 16
