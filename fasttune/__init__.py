@@ -30,6 +30,7 @@ _LAZY = {
     "compare": "fasttune.comparison", "Comparison": "fasttune.comparison",
     "export": "fasttune.exporting", "ExportResult": "fasttune.exporting",
     "merge_adapters": "fasttune.merging", "load_run": "fasttune.runs", "SavedRun": "fasttune.runs",
+    "OwnDataConfig": "fasttune.own_data",
 }
 
 

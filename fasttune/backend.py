@@ -121,6 +121,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
         path = hub.model_folder(str(name_or_path), trust_remote_code=trust_remote_code)
     if not path.is_dir():
         raise _not_a_folder(name_or_path)
+    placement = distributed.device_map()  # before the cap: under torchrun it applies to this rank's GPU
     memory.limit_memory(max_memory_gib)
     if (path / "adapter_config.json").exists():
         model = _load_adapter(path, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, dtype=dtype,
@@ -137,11 +138,11 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
             model, tokenizer = FastLanguageModel.from_pretrained(
                 model_name=str(path), max_seq_length=max_seq_length, load_in_4bit=load_in_4bit, dtype=dtype,
                 local_files_only=True, trust_remote_code=trust_remote_code,  # the folder has safetensors: checked
-                **distributed.device_map())
+                **placement)
         else:
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 path, dtype=dtype or torch.bfloat16, local_files_only=True, trust_remote_code=trust_remote_code,
-                use_safetensors=True, **distributed.device_map())
+                use_safetensors=True, **placement)
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 path, local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as error:

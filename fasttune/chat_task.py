@@ -9,10 +9,11 @@ named metrics (fasttune.scoring; default exact match, token F1, ROUGE-L, corpus 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from fasttune import own_data, scoring
+from fasttune.errors import FasttuneError, unknown_name
 from fasttune.own_data import OwnDataConfig
 from fasttune.parsing import first_label
 from fasttune.task import Sample, Task
@@ -33,8 +34,15 @@ class ConversationTask(Task):
         """Options are the fields of OwnDataConfig (train_file=, eval_file=, columns=, labels=, ...); relative
         paths are taken from `data_dir` (default: the working folder)."""
         super().__init__(Path(data_dir if data_dir is not None else ".").resolve())
+        if config is not None and options:
+            raise FasttuneError(f"Pass the options of task '{self.name}' as config= or as keywords, not both "
+                                f"(keywords: {', '.join(options)}).")
+        known = [option.name for option in fields(OwnDataConfig)]
+        for name in options:
+            if name not in known:
+                raise unknown_name(f"option of task '{self.name}'", name, known)
         self.options = config if config is not None else OwnDataConfig(**options)
-        own_data.sources(self.options, self.formatting, self.data_dir)  # unknown columns and tags fail here
+        self.sources = own_data.sources(self.options, self.formatting, self.data_dir)
         self.train_on = self.options.train_on
         self.labels = self.options.labels
         self.metrics = list(self.options.metrics or scoring.DEFAULT)
@@ -45,7 +53,7 @@ class ConversationTask(Task):
 
     def read(self, data_dir, split):
         if split not in self._loaded:
-            self._loaded[split] = own_data.load_split(self.options, self.formatting, data_dir, split)
+            self._loaded[split] = own_data.load_split(self.options, *self.sources, split)
         return self._loaded[split]
 
     def conversation(self, example):

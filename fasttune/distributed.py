@@ -65,6 +65,16 @@ def gather(share: list) -> list:
     return gather_object(share)
 
 
+def from_main_process(value):
+    """Rank 0's `value` (any picklable object) on every rank; `value` itself in a plain process."""
+    if world_size() == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    _state()  # the process group, before the first collective
+    return broadcast_object_list([value])[0]
+
+
 def largest(value: int) -> int:
     """The largest `value` any rank passes (e.g. a signal number, 0 for none): every rank must call it at the same
     point. `value` itself in a plain process."""
@@ -85,10 +95,12 @@ def barrier() -> None:
 
 def device_map() -> dict:
     """from_pretrained's placement under torchrun on CUDA GPUs: the whole model on this rank's GPU (each rank trains
-    a full copy); {} elsewhere."""
+    a full copy), which becomes the process's current device so that memory caps and checks apply to it; {} and no
+    change elsewhere."""
     import torch
 
     if world_size() > 1 and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
         return {"device_map": {"": f"cuda:{local_rank()}"}}
     return {}
 

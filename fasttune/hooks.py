@@ -27,7 +27,9 @@ import warnings
 # Environment variables fasttune sets inside a scope. UNSLOTH_DISABLE_STATISTICS: Unsloth's usage ping, read at
 # model load (unsloth 2026.10.7). HF_HUB_DISABLE_TELEMETRY: read by libraries that import huggingface_hub during
 # the scope. UNSLOTH_RETURN_LOGITS: read by Unsloth's patched forward at every call (see `return_logits`).
-_SCOPED_ENV = ("UNSLOTH_DISABLE_STATISTICS", "HF_HUB_DISABLE_TELEMETRY", "UNSLOTH_RETURN_LOGITS")
+# MLFLOW_ALLOW_FILE_STORE: see `allow_mlflow_file_store`.
+_SCOPED_ENV = ("UNSLOTH_DISABLE_STATISTICS", "HF_HUB_DISABLE_TELEMETRY", "UNSLOTH_RETURN_LOGITS",
+               "MLFLOW_ALLOW_FILE_STORE")
 
 
 @contextlib.contextmanager
@@ -73,6 +75,12 @@ def _set_datasets_progress_bars(on: bool) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         datasets.enable_progress_bars() if on else datasets.disable_progress_bars()
+
+
+def allow_mlflow_file_store() -> None:
+    """MLflow 3.x refuses a file store (`file:` tracking URI) unless MLFLOW_ALLOW_FILE_STORE=true, read when the
+    store is opened (mlflow 3.18, mlflow/store/tracking/file_store.py). Restored by `library_scope`."""
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
 
 
 def return_logits(on: bool) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from fasttune import hooks
 from fasttune.configs import TrainConfig, config_dict
 from fasttune.errors import FasttuneError, FasttuneWarning
 from fasttune.memory import GIB
@@ -82,7 +83,10 @@ class WandbSink:
         self.run.log(values, step=step)
 
     def close(self) -> None:
+        import wandb
+
         self.run.finish()
+        wandb.teardown()  # stops W&B's service process and takes back the WANDB_SERVICE variable it set
 
 
 class MlflowSink:
@@ -90,6 +94,7 @@ class MlflowSink:
 
     def __init__(self, folder: Path, config: TrainConfig, resume_step: int | None):
         mlflow = _optional("mlflow")
+        hooks.allow_mlflow_file_store()
         self.client = mlflow.MlflowClient(tracking_uri=(folder / "mlruns").resolve().as_uri())
         id_file = folder / "mlflow-run-id"
         if resume_step is not None and id_file.is_file():
@@ -106,8 +111,7 @@ class MlflowSink:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(name.replace("/", "_"), value, now, step)
-                                                    for name, value in values.items()])
+        self.client.log_batch(self.run_id, metrics=[Metric(name, value, now, step) for name, value in values.items()])
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id)

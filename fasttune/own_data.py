@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fasttune import conversation, reading, scoring
+from fasttune import conversation, hub, reading, scoring
 from fasttune.errors import FasttuneError, FasttuneWarning, raise_problems, unknown_name
 from fasttune.reading import Field, Place
 from fasttune.splits import bucket
@@ -161,13 +161,22 @@ def sources(config: OwnDataConfig, formatting: Formatting, base: Path) -> tuple[
 
 
 def _local(base: Path, given: str, option: str) -> Path:
-    """The local path of option `option`; a missing path shaped like a hub id ("org/name") gets its own error."""
+    """The local path of option `option`, or, where no such path exists and it reads as a hub dataset id
+    ("org/name"), that dataset's data file from the hub cache (downloaded when online; see fasttune.hub)."""
     path = base / given
-    if not path.exists() and given.count("/") == 1 and not Path(given).suffix and not given.startswith((".", "~")):
-        raise FasttuneError(f"{option}={given!r} is not a local file or folder, and looks like a hub dataset id; "
-                            "fasttune reads local data here. Save the dataset where there is network (datasets' "
-                            "load_dataset(...).save_to_disk('data/name')) and give that folder.")
-    return path
+    if path.exists() or not hub.looks_like_hub_id(given):
+        return path
+    folder = hub.dataset_folder(given)
+    files = sorted(file for file in folder.rglob("*") if file.is_file() and reading.data_format(file) in
+                   reading.ROW_FORMATS)
+    training = [file for file in files if "train" in file.name.lower()]
+    chosen = files if len(files) == 1 else training
+    if len(chosen) != 1:
+        names = ", ".join(str(file.relative_to(folder)) for file in files) or "none"
+        raise FasttuneError(f"{option}={given!r}: the hub dataset holds {len(files)} data files ({names}) and "
+                            f"fasttune cannot tell which one holds the training rows. Give that file's path "
+                            f"(under {folder}) as {option}.")
+    return chosen[0]
 
 
 def _saved_splits(train: Source, held_out: Source | None) -> tuple[Source, Source | None]:
@@ -271,13 +280,13 @@ def read_conversations(source: Source, labels: list[str] | None = None) -> list[
             first = kind, place
         elif kind != first[0]:
             raise place.error(f"mixed formats in one file: this row is {kind or 'of neither format'}, but "
-                              f"{first[1].at} is {first[0]}. Keep one format a file.", shape=True)
+                              f"{first[1].at} is {first[0]}. Keep to one format per file.", shape=True)
         messages, fields = read_row(row, place, source)
         found = conversation.conversation_problem(messages)
         if found:
             index, text = found
             raise place.error(f"{text} (field '{fields[index]}')." if index is not None else f"{text}.")
-        if labels is not None and messages[-1]["content"].strip() not in labels:
+        if labels is not None and messages[-1]["content"].strip() not in [label.strip() for label in labels]:
             raise place.error(f"field '{fields[-1]}' is {reading.shown(messages[-1]['content'])}, expected one of "
                               f"the labels {labels}.")
         conversations.append((place, messages))
@@ -289,7 +298,7 @@ def _check_mapped_columns(source: Source, records: list[reading.Record]) -> None
     present = sorted({key for _, row in records for key in row})
     defaults = COLUMNS[source.formatting]
     required = ("prompt", "response") if source.formatting == "alpaca" else ()
-    for key in {*source.columns, *required}:
+    for key in dict.fromkeys([*required, *source.columns]):
         name = source.columns.get(key, defaults[key])
         if name not in present:
             error = _unknown("column", name, present)
@@ -368,8 +377,8 @@ def _chat_row(row: dict, place: Place, source: Source) -> tuple[Messages, list[s
         for key in (role_key, content_key):
             if key not in item:
                 raise place.error(f"missing field '{where}.{key}' (messages here hold {role_key} and {content_key}"
-                                  f"; this one holds {', '.join(item) or 'nothing'}). Keep one message format a "
-                                  "file, or set tags.", shape=True)
+                                  f"; this one holds {', '.join(item) or 'nothing'}). Keep to one message format "
+                                  "per file, or set tags.", shape=True)
             if not isinstance(item[key], str):
                 raise place.error(f"field '{where}.{key}' should be str, got {type(item[key]).__name__} "
                                   f"({reading.shown(item[key])}).", shape=True)
@@ -410,9 +419,9 @@ def prompt_text(messages: Messages) -> str:
     return "\n".join(message["content"] for message in messages[:-1])
 
 
-def load_split(config: OwnDataConfig, formatting: Formatting, base: Path, split: str) -> list[Example]:
-    """The examples of `split` ("train" or "test"), each {"id": where it is in its file, "messages": [...]}."""
-    train, held_out = sources(config, formatting, base)
+def load_split(config: OwnDataConfig, train: Source, held_out: Source | None, split: str) -> list[Example]:
+    """The examples of `split` ("train" or "test"), each {"id": where it is in its file, "messages": [...]}: the
+    held-out source's rows as "test", or else the training rows split by a seeded hash of their prompts."""
     if held_out is not None:
         rows = read_conversations(train if split == "train" else held_out, config.labels)
     else:

@@ -86,7 +86,8 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
                                                            "plan"))
                   if resume else guards.check_fresh_start(output_dir, overwrite))
 
-    prepared = recipe.prepare(model, task, config)
+    # Methods that sample their data (DPO, KTO, RFT, GRPO) could build other rows on each rank: all train on rank 0's.
+    prepared = distributed.from_main_process(recipe.prepare(model, task, config))
     if prepared.skipped_too_long:
         ids = prepared.skipped_too_long
         warnings.warn(f"fasttune: skipped {len(ids)} of {len(ids) + len(prepared.rows)} training examples longer "

@@ -96,6 +96,15 @@ def test_a_dataset_hub_id_gives_its_cached_snapshot_folder(offline_hub, no_netwo
     assert no_network == []
 
 
+def test_an_instruction_task_reads_its_train_file_from_a_hub_dataset_id(offline_hub, no_network, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    task = fasttune.tasks.get("instruction", train_file=DATASET_ID, test_percent=0)
+    examples = task.load("train")
+    assert len(examples) == 1 and task.format(examples[0]).completion == "hi"
+    assert no_network == []
+
+
 def test_an_uncached_hub_id_offline_is_an_error_naming_it_and_the_network_is_never_tried(offline_hub, no_network):
     with pytest.raises(fasttune.FasttuneError, match=r"The model hub id 'fasttune-test/not-cached' is not in the "
                                                      r"local hub cache, and HF_HUB_OFFLINE=1 allows nothing else "

@@ -4,6 +4,7 @@ missing trackers, and a resumed run that continues the logs without a step twice
 import importlib.util
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -91,3 +92,44 @@ def test_a_tracker_that_is_not_installed_is_named_with_its_install_command(tiny_
         pytest.skip(f"{tracker} is installed")
     with pytest.raises(fasttune.FasttuneError, match=f"pip install {tracker}"):
         train_tiny(tiny_model_dir, tmp_path, report_to=["tensorboard", tracker])
+
+
+def test_mlflow_file_store_gets_the_metrics_and_a_resumed_run_continues_the_same_mlflow_run(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from fasttune import hooks
+    from fasttune.configs import TrainConfig
+    from fasttune.logs import MlflowSink
+
+    with hooks.library_scope():
+        first = MlflowSink(tmp_path, TrainConfig(), None)
+        first.write(1, {"train/loss": 2.5})
+        first.write(2, {"train/loss": 2.0, "validation/accuracy": 0.5})
+        first.close()
+        resumed = MlflowSink(tmp_path, TrainConfig(), 2)
+        resumed.write(3, {"train/loss": 1.5})
+        resumed.close()
+        client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").resolve().as_uri())
+        history = [(m.step, m.value) for m in client.get_metric_history(first.run_id, "train/loss")]
+        run = client.get_run(first.run_id)
+    assert resumed.run_id == first.run_id and history == [(1, 2.5), (2, 2.0), (3, 1.5)]
+    assert run.data.params["lora.r"] == "16" and run.info.status == "FINISHED"
+    assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ
+
+
+def test_wandb_offline_run_resumes_under_the_same_id_and_leaves_the_environment_as_it_was(tmp_path):
+    pytest.importorskip("wandb")
+    from fasttune import hooks
+    from fasttune.configs import TrainConfig
+    from fasttune.logs import WandbSink
+
+    before = dict(os.environ)
+    with hooks.library_scope():
+        first = WandbSink(tmp_path, TrainConfig(), None)
+        first.write(1, {"train/loss": 2.5})
+        first.close()
+        resumed = WandbSink(tmp_path, TrainConfig(), 1)
+        resumed.write(2, {"train/loss": 2.0})
+        resumed.close()
+    assert resumed.run.id == first.run.id and first.run.settings.mode == "offline"
+    assert len(list((tmp_path / "wandb").glob(f"offline-run-*-{first.run.id}"))) == 2  # `wandb sync` joins them
+    assert dict(os.environ) == before

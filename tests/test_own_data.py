@@ -190,7 +190,7 @@ def test_rows_of_the_eval_file_that_repeat_a_training_prompt_are_refused_for_tra
     assert len(task.load("test")) == 5
     with pytest.raises(FasttuneError, match=r"Refusing to train task 'instruction': 5 of 40 'train' rows repeat a "
                                             r"'test' row \(ids: rows.jsonl, line 36"):
-        splits.training_examples(task, "train", None)
+        splits.refuse_test_rows(task, "train", task.load("train"))
 
 
 # --- scoring ---------------------------------------------------------------------------------------------------------
@@ -372,8 +372,16 @@ def test_a_dataset_info_entry_trains_evaluates_and_exports(tmp_path, tiny_model_
     assert report.n == 4 and report.records[0]["id"].startswith("doubles.json, item ")
 
 
-def test_a_hub_dataset_id_is_refused_with_what_to_do_until_hub_reading_lands(tmp_path, monkeypatch):
+def test_an_uncached_hub_dataset_id_offline_names_the_id(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FasttuneError, match=r"train_file='tatsu-lab/alpaca' is not a local file or folder, and looks "
-                                            r"like a hub dataset id.*save_to_disk"):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FasttuneError, match=r"The dataset hub id 'tatsu-lab/alpaca' is not in the local hub cache"):
         fasttune.tasks.get("instruction", train_file="tatsu-lab/alpaca")
+
+
+def test_an_unknown_task_option_suggests_the_close_one():
+    with pytest.raises(FasttuneError, match=r"Unknown option of task 'chat' 'trian_file'. Did you mean: train_file"):
+        fasttune.tasks.get("chat", trian_file="x.jsonl")

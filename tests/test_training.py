@@ -152,6 +152,6 @@ def test_nested_lora_settings_are_named_with_their_prefix():
         fasttune.TrainConfig(lora=fasttune.LoraConfig(r=0))
 
 
-def test_loading_a_missing_model_folder_explains_offline_loading(tmp_path):
-    with pytest.raises(fasttune.FasttuneError, match="Model folder not found.*no hub downloads"):
+def test_loading_a_missing_model_folder_says_what_can_be_loaded(tmp_path):
+    with pytest.raises(fasttune.FasttuneError, match="Model folder not found.*a model hub id such as"):
         fasttune.load(tmp_path / "HuggingFaceTB/SmolLM2-1.7B")

@@ -9,7 +9,7 @@ from peft import get_peft_model_state_dict
 from safetensors.torch import load_file
 
 import fasttune
-from fasttune import splits
+from fasttune import guards, splits
 from fasttune.configs import TrainConfig
 from fasttune.engines import engine_for
 from fasttune.evaluation import EvalConfig, score_examples
@@ -25,14 +25,17 @@ def train_tiny(tiny_model_dir, output_dir, **changes):
                           **{**SETTINGS, **changes})
 
 
-def script_metric(monkeypatch, values: dict[int, float], snapshots: dict | None = None):
+def script_metric(monkeypatch, values: dict[int, float], snapshots: dict | None = None, die_at: dict | None = None):
     """Make validation at step N report accuracy `values[N]` (the real scoring still runs); with `snapshots`,
-    record the LoRA weights each evaluation saw."""
+    record the LoRA weights each evaluation saw; with `die_at` {"step": N}, the run dies at step N (once)."""
     step = {}
     real_step_end, real_evaluate = Validation.on_step_end, Validation.evaluate
 
     def on_step_end(self, args, state, control, **kwargs):
         step["now"] = state.global_step
+        if die_at and die_at.get("step") == state.global_step:
+            del die_at["step"]
+            raise guards.TrainingInterrupted("the process died")
         return real_step_end(self, args, state, control, **kwargs)
 
     def evaluate(self):
@@ -96,6 +99,19 @@ def test_keep_best_saves_the_adapter_of_the_best_step_when_a_later_step_is_worse
     # two saved runs' final reports compare on the same 16 validation rows
     comparison = fasttune.compare(fasttune.load_run(validated.output_dir).final, fasttune.load_run(tmp_path).final)
     assert comparison.n == 16
+
+
+def test_a_resumed_run_keeps_the_best_step_from_before_the_interruption(tiny_model_dir, tmp_path, monkeypatch):
+    snapshots, die_at = {}, {"step": 6}  # after the checkpoint of step 4, before the evaluation of step 6
+    script_metric(monkeypatch, {2: 0.50, 4: 0.90, 6: 0.70}, snapshots, die_at)
+    settings = {"max_steps": 6, "eval_every": 2, "keep": "best", "save_steps": 2}
+    with pytest.raises(guards.TrainingInterrupted):
+        train_tiny(tiny_model_dir, tmp_path, **settings)
+    assert (tmp_path / "checkpoints" / "checkpoint-4" / "fasttune-best" / "best.json").is_file()
+    run = train_tiny(tiny_model_dir, tmp_path, resume=True, **settings)
+    assert run.validation["kept_step"] == 4 and [s for s, _ in run.validation["history"]] == [2, 4, 6]
+    saved = load_file(run.adapter_dir / "adapter_model.safetensors")
+    assert all(torch.equal(saved[name], snapshots[4][name]) for name in snapshots[4])
 
 
 def test_early_stopping_stops_after_n_evaluations_without_improvement(tiny_model_dir, tmp_path, monkeypatch):

@@ -57,7 +57,8 @@ class TransformersEngine:
         if not self.prompt_cache:
             return self._whole_row_logprobs(prompts, choices, batch_size, description)
         end = backend.end_of_turn_token(self.tokenizer)
-        continuations = [[data.completion_ids(self.tokenizer, choice, end) for choice in options] for options in choices]
+        continuations = [[data.completion_ids(self.tokenizer, choice, end) for choice in options]
+                         for options in choices]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         scores: list[list[float]] = [[] for _ in prompts]
         with torch.inference_mode(), progress_bar(description, len(order)) as advance:
@@ -123,10 +124,11 @@ class TransformersEngine:
             cont_ids[row, : len(continuation) - 1] = torch.tensor(continuation[:-1], dtype=torch.long)
             cont_mask[row, : len(continuation) - 1] = 1
         cont_positions = mask.sum(-1)[owners, None] + torch.arange(rest)[None, :]
+        cache = prompt_out.past_key_values
+        cache.batch_select_indices(owners.to(device))  # one cache row per continuation
         out = self.network(input_ids=cont_ids.to(device),
                            attention_mask=torch.cat([mask[owners], cont_mask], dim=1).to(device),
-                           position_ids=cont_positions.to(device),
-                           past_key_values=_rows_of(prompt_out.past_key_values, owners.to(device)), use_cache=True)
+                           position_ids=cont_positions.to(device), past_key_values=cache, use_cache=True)
         targets, row_index, column = [], [], []
         for row, (_, continuation) in enumerate(rows):
             row_index += [row] * (len(continuation) - 1)
@@ -173,12 +175,6 @@ class TransformersEngine:
         KTO, RFT, GRPO); the same seed gives bitwise the same replies."""
         return self.generate(prompts, max_new_tokens, batch_size=batch_size, num_samples=samples,
                              temperature=temperature, seed=seed, description=description)
-
-
-def _rows_of(cache, rows: torch.Tensor):
-    """The prompt cache (a transformers Cache) with one row per continuation."""
-    cache.batch_select_indices(rows)
-    return cache
 
 
 def continuation_logprobs(logits: torch.Tensor, batch: list[tuple]) -> list[float]:
