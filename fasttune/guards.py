@@ -80,8 +80,8 @@ def resume_point(output_dir: Path, config: dict, decided_by_fasttune: tuple[str,
                if saved.get(key) != current.get(key) and key not in IDENTITY_CHECKED_ELSEWHERE
                and not (key in decided_by_fasttune and current.get(key) is None)]
     if changed:
-        raise FasttuneError(f"Resuming with other settings than the interrupted run ({'; '.join(changed)}). "
-                            "Resume with the same settings, or train into a new output_dir.")
+        raise FasttuneError(f"Resuming {output_dir} with other settings than the interrupted run "
+                            f"({'; '.join(changed)}). Resume with the same settings, or train into a new output_dir.")
     return resumable_checkpoint(output_dir / "checkpoints", output_dir, processes)
 
 

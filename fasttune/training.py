@@ -103,9 +103,9 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
     output_dir.mkdir(parents=True, exist_ok=True)
     writes = distributed.is_main_process()
     if writes:  # config.json written whole at once: the other ranks may be reading the old one
+        inputs.record_or_check(output_dir, inputs.run_inputs(model, task, prepared.rows), resume)
         recorded = {**config_dict(config), **run_inputs(model, task), "plan": asdict(device_plan)}
         atomic.write_file(output_dir / "config.json", json.dumps(recorded, indent=2))
-        inputs.record_or_check(output_dir, inputs.run_inputs(model, task, prepared.rows), resume)
 
     run_log = RunLog(output_dir, config, resume) if writes else None
     validation = Validation(model, task, config, output_dir, run_log) if config.eval_every else None

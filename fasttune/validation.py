@@ -79,10 +79,8 @@ class Validation(transformers.TrainerCallback):
 
     def evaluate(self) -> Report:
         """The validation report of the model as it is now; it goes back to training mode after."""
-        network = self.model.model
-        backend.for_inference(self.model)
         try:
-            engine = TransformersEngine(network, self.model.tokenizer, self.model.name)
+            engine = TransformersEngine.for_model(self.model)
             return score_examples(engine, self.task, self.examples,
                                   EvalConfig(split=self.split, batch_size=self.config.batch_size))
         finally:
