@@ -29,7 +29,9 @@ from typing import Any, Literal, Union
 import yaml
 
 import fasttune
-from fasttune import bench, exporting, merging, serve, suite
+from fasttune import bench, distributed, exporting, merging, serve, suite
+from fasttune.app.config import AppConfig
+from fasttune.app.launch import run_app
 from fasttune.backend import LoadConfig
 from fasttune.bench import BenchConfig
 from fasttune.configs import TrainConfig
@@ -75,6 +77,14 @@ class RunChoice:
 
 
 @dataclass
+class Devices:
+    """How many processes run the command data-parallel."""
+
+    devices: int = 1
+    """Processes on this machine, one per GPU, started by torchrun (each trains or scores its share); 1: this one."""
+
+
+@dataclass
 class ReportFolder:
     """Where an evaluation report goes."""
 
@@ -92,30 +102,34 @@ class ExportPaths:
     """The export folder (it must not exist unless overwrite)."""
 
 
-def train_command(config: TrainConfig, run_choice: RunChoice, model: LoadConfig, task: Task,
+def train_command(config: TrainConfig, run_choice: RunChoice, devices: Devices, model: LoadConfig, task: Task,
                   eval: EvalConfig | None, export: ExportConfig | None) -> dict:  # noqa: A002 - the section names
     """Train a LoRA adapter on a task; then evaluate it and export it where the eval and export sections are set."""
     run = fasttune.train(fasttune.load(**asdict(model)), task, config=config, **asdict(run_choice))
-    console.print(f"{config.method} on {task.name}: {run.seconds:.0f}s ({run.tokens_per_second:.0f} tok/s); "
-                  f"adapter in {run.adapter_dir}")
+    main_process = distributed.is_main_process()  # under torchrun every rank trains and scores; rank 0 reports
+    if main_process:
+        console.print(f"{config.method} on {task.name}: {run.seconds:.0f}s ({run.tokens_per_second:.0f} tok/s); "
+                      f"adapter in {run.adapter_dir}")
     done = {"run": run, "eval": None, "export": None}
     if eval is not None:
         done["eval"] = fasttune.evaluate(run.model, task, config=eval)
-        done["eval"].save(run.output_dir, "eval")
-        console.print(done["eval"])
-    if export is not None:
+        if main_process:
+            done["eval"].save(run.output_dir, "eval")
+            console.print(done["eval"])
+    if export is not None and main_process:
         reports = [done["eval"]] if done["eval"] is not None else []
         done["export"] = fasttune.export(run, run.output_dir / "export", reports=reports, **asdict(export))
     return done
 
 
-def eval_command(config: EvalConfig, output: ReportFolder, model: LoadConfig, task: Task):
+def eval_command(config: EvalConfig, output: ReportFolder, devices: Devices, model: LoadConfig, task: Task):
     """Evaluate a model (a folder, an adapter folder, a .gguf file, or the embedded default) on a task split."""
     gguf_file = model.name_or_path is not None and model.name_or_path.endswith(".gguf")
     report = fasttune.evaluate(model.name_or_path if gguf_file else fasttune.load(**asdict(model)), task,
                                config=config)
-    report.save(output.out or f"runs/eval-{task.name}-{datetime.now():%Y%m%d-%H%M%S}", task.name)
-    console.print(report)
+    if distributed.is_main_process():  # every rank gets the whole report
+        report.save(output.out or f"runs/eval-{task.name}-{datetime.now():%Y%m%d-%H%M%S}", task.name)
+        console.print(report)
     return report
 
 
@@ -142,6 +156,11 @@ def bench_command(config: BenchConfig) -> dict:
     return bench.run_bench(config)
 
 
+def app_command(config: AppConfig) -> None:
+    """Open the local web app (chat, side by side, evaluation reports) until interrupted."""
+    run_app(config)
+
+
 def serve_command(config: ServeConfig) -> None:
     """Serve a model with an OpenAI-compatible chat-completions endpoint until interrupted."""
     serve.serve(config.model, host=config.host, port=config.port)
@@ -166,17 +185,18 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command(train_command, {"config": TrainConfig, "run_choice": RunChoice},
+    "train": Command(train_command, {"config": TrainConfig, "run_choice": RunChoice, "devices": Devices},
                      {"model": LoadConfig, "task": TaskChoice, "eval": EvalConfig, "export": ExportConfig},
                      optional=("eval", "export"), variants={name: method.config for name, method in METHODS.items()},
                      recorded=("plan",)),
-    "eval": Command(eval_command, {"config": EvalConfig, "output": ReportFolder},
+    "eval": Command(eval_command, {"config": EvalConfig, "output": ReportFolder, "devices": Devices},
                     {"model": LoadConfig, "task": TaskChoice}),
     "export": Command(export_command, {"paths": ExportPaths, "config": ExportConfig}),
     "merge": Command(merge_command, {"config": MergeConfig}),
     "suite": Command(suite_command, {"config": SuiteConfig}, {"model": LoadConfig}),
     "bench": Command(bench_command, {"config": BenchConfig}),
     "serve": Command(serve_command, {"config": ServeConfig}),
+    "app": Command(app_command, {"config": AppConfig}),
 }
 
 
@@ -437,7 +457,19 @@ def run(argv: list[str]) -> Any:
     if argv[0] not in COMMANDS:
         raise unknown_name("command", argv[0], list(COMMANDS))
     command = COMMANDS[argv[0]]
-    return command.run(**parse(command, argv[1:], prog=f"fasttune {argv[0]}"))
+    arguments = parse(command, argv[1:], prog=f"fasttune {argv[0]}")
+    devices = arguments["devices"].devices if "devices" in arguments else 1
+    if devices > 1 and distributed.world_size() == 1:  # this process starts the ranks, which run the command
+        status = distributed.launch(devices, ["-m", "fasttune", *argv])
+        if status:
+            raise FasttuneError(f"fasttune {argv[0]} failed in one of its {devices} processes (exit status "
+                                f"{status}); the output above names the rank and the error.")
+        return None
+    if distributed.world_size() not in (1, devices):
+        raise FasttuneError(f"Started by torchrun in {distributed.world_size()} processes, but devices={devices}. "
+                            f"Pass --devices {distributed.world_size()}, or let `fasttune {argv[0]} --devices N` "
+                            "start torchrun itself.")
+    return command.run(**arguments)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -359,3 +359,28 @@ def test_yaml_yes_and_no_stay_text_and_only_true_and_false_are_booleans(tmp_path
                                            "  labels: [yes, no]\nmodel: {trust_remote_code: true}\n")
     parsed = cli.parse(cli.COMMANDS["train"], ["--config", str(config)])
     assert parsed["task"].labels == ["yes", "no"] and parsed["model"].trust_remote_code is True
+
+
+def test_app_command_options_come_from_app_config(capsys):
+    text = _help(capsys, ["app", "--help"])
+    assert "--port INT Port to listen on; one already in use is refused. (default: 7860)" in text
+    assert "--host STR Address to listen on; 127.0.0.1 keeps the app on this machine." in text
+
+
+def test_devices_other_than_torchruns_process_count_is_refused(monkeypatch, tiny_model_dir):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(fasttune.FasttuneError, match=r"Started by torchrun in 2 processes, but devices=1\. Pass "
+                                                     r"--devices 2"):
+        cli.run(["eval", "--model.name_or_path", str(tiny_model_dir), "--task.name", "larger_number"])
+
+
+def test_eval_with_two_devices_runs_two_torchrun_processes_and_saves_the_one_process_report(tiny_model_dir,
+                                                                                            tmp_path):
+    common = ["--model.name_or_path", str(tiny_model_dir), "--model.dtype", "float32", "--task.name",
+              "larger_number", "--limit", "5"]
+    assert cli.run(["eval", *common, "--devices", "2", "--out", str(tmp_path / "two")]) is None
+    alone = cli.run(["eval", *common, "--out", str(tmp_path / "one")])
+    two = json.loads((tmp_path / "two" / "larger_number.json").read_text())
+    assert two["n"] == 5 and two["metrics"] == alone.metrics
+    assert (tmp_path / "two" / "larger_number.predictions.jsonl").read_text() == \
+        (tmp_path / "one" / "larger_number.predictions.jsonl").read_text()
