@@ -33,6 +33,30 @@ _SCOPED_ENV = ("UNSLOTH_DISABLE_STATISTICS", "HF_HUB_DISABLE_TELEMETRY", "UNSLOT
 
 
 @contextlib.contextmanager
+def restored_environment(names):
+    """Put the environment variables `names` back as they were (set or unset) when the scope ends."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def gradio_offline():
+    """Gradio 6 with its analytics off for the scope: GRADIO_ANALYTICS_ENABLED is read at every analytics call (not
+    only by Blocks(analytics_enabled=...)), and gradio sets HF_HUB_DISABLE_TELEMETRY itself whenever analytics are
+    off; both are restored when the scope ends."""
+    with restored_environment(("GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY")):
+        os.environ.update({"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"})
+        yield
+
+
+@contextlib.contextmanager
 def library_scope():
     """Offline, quiet library state for one fasttune call; everything is restored on exit. Usable as a decorator."""
     import datasets
@@ -40,32 +64,27 @@ def library_scope():
     import transformers
     import trl.trainer.utils as trl_utils
 
-    env = {name: os.environ.get(name) for name in _SCOPED_ENV}
     telemetry = hub_constants.HF_HUB_DISABLE_TELEMETRY
     transformers_bars = transformers.utils.logging.is_progress_bar_enabled()
     datasets_bars_off = datasets.utils.are_progress_bars_disabled()
     chunked_log_probs = trl_utils._ChunkedLogProbFunction
-    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    # huggingface_hub reads the variable once at its import, which may have come first (hub 1.x constants.py).
-    hub_constants.HF_HUB_DISABLE_TELEMETRY = True
-    # fasttune shows its own rich progress (transformers.utils.logging._tqdm_active; datasets.utils.tqdm).
-    transformers.utils.logging.disable_progress_bar()
-    _set_datasets_progress_bars(False)
-    try:
-        yield
-    finally:
-        trl_utils._ChunkedLogProbFunction = chunked_log_probs
-        if transformers_bars:
-            transformers.utils.logging.enable_progress_bar()
-        if not datasets_bars_off:
-            _set_datasets_progress_bars(True)
-        hub_constants.HF_HUB_DISABLE_TELEMETRY = telemetry
-        for name, value in env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with restored_environment(_SCOPED_ENV):
+        os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        # huggingface_hub reads the variable once at its import, which may have come first (hub 1.x constants.py).
+        hub_constants.HF_HUB_DISABLE_TELEMETRY = True
+        # fasttune shows its own rich progress (transformers.utils.logging._tqdm_active; datasets.utils.tqdm).
+        transformers.utils.logging.disable_progress_bar()
+        _set_datasets_progress_bars(False)
+        try:
+            yield
+        finally:
+            trl_utils._ChunkedLogProbFunction = chunked_log_probs
+            if transformers_bars:
+                transformers.utils.logging.enable_progress_bar()
+            if not datasets_bars_off:
+                _set_datasets_progress_bars(True)
+            hub_constants.HF_HUB_DISABLE_TELEMETRY = telemetry
 
 
 def _set_datasets_progress_bars(on: bool) -> None:

@@ -5,6 +5,16 @@ from pathlib import Path
 
 import pytest
 
+BLOCK_SOCKETS = """
+import socket
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(repr(args[1:]))
+    raise OSError("network blocked by the test")
+socket.socket.connect = socket.socket.connect_ex = socket.create_connection = refuse
+"""
+"""The start of a script run in a fresh process whose sockets refuse to connect; `attempts` records who asked."""
+
 DATA = Path(os.environ.get("FASTTUNE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -48,3 +58,17 @@ def _tiny_llama(folder: Path, embedded_dir: Path, hidden: int) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def whole_row_logprob(model, prompt: list[int], choice: str) -> float:
+    """The reference score of a choice: prompt + choice + end of turn run as one row, its continuation's summed
+    log-probability (what every choice scorer must equal)."""
+    import torch
+
+    from fasttune import data
+
+    continuation = data.completion_ids(model.tokenizer, choice, model.end_of_turn)
+    with torch.no_grad():
+        logits = model.model(input_ids=torch.tensor([prompt + continuation], device=model.device)).logits[0].float()
+    log_probs = torch.log_softmax(logits[len(prompt) - 1:-1], dim=-1)
+    return log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item()

@@ -24,7 +24,8 @@ import fasttune
 from fasttune.app import report_view
 from fasttune.app.catalog import EMBEDDED, Catalog
 from fasttune.app.config import AppConfig
-from fasttune.app.launch import offline_gradio, run_app
+from fasttune import hooks
+from fasttune.app.launch import run_app
 from fasttune.card import resolve_base_model
 from fasttune.errors import FasttuneError
 
@@ -105,7 +106,7 @@ def test_a_port_in_use_is_refused_before_anything_loads():
 def test_building_the_app_turns_gradio_analytics_off_and_leaves_the_environment_as_it_was(app_run):
     pytest.importorskip("gradio", reason="the app extra is not installed: pip install 'fasttune[app]'")
     before = dict(os.environ)
-    with offline_gradio():
+    with hooks.gradio_offline():
         from fasttune.app.pages import build
 
         app = build(Catalog(AppConfig(models=[str(app_run)])))

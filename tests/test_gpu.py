@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import fasttune
+from conftest import whole_row_logprob
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("unsloth") is None,
                                 reason="needs a CUDA GPU and fasttune[gpu]")
@@ -50,7 +51,6 @@ def test_torch_varlen_attention_for_unsloth_equals_per_row_causal_attention():
 def test_choice_scores_under_unsloth_are_whole_rows_and_equal_scoring_each_row_alone(tiny_model_dir):
     """Scoring over the prompt's KV cache failed this comparison under Unsloth 2026.10.7 (H200, 2026-12-02), so the
     engine scores whole rows there."""
-    from fasttune import data
     from fasttune.engines import engine_for
 
     model = fasttune.load(tiny_model_dir, load_in_4bit=False, dtype=torch.bfloat16)
@@ -61,11 +61,4 @@ def test_choice_scores_under_unsloth_are_whole_rows_and_equal_scoring_each_row_a
     choices = [["yes", "no"], ["A", "B", "C"], ["one two three", "x"], ["maybe"]]
     scores = engine.choice_logprobs(prompts, choices, batch_size=2)
     for prompt, options, got in zip(prompts, choices, scores, strict=True):
-        expected = []
-        for choice in options:
-            continuation = data.completion_ids(model.tokenizer, choice, model.end_of_turn)
-            with torch.no_grad():
-                logits = model.model(input_ids=torch.tensor([prompt + continuation], device="cuda")).logits[0]
-            log_probs = torch.log_softmax(logits[len(prompt) - 1:-1].float(), dim=-1)
-            expected.append(log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item())
-        assert got == pytest.approx(expected, abs=0.1)
+        assert got == pytest.approx([whole_row_logprob(model, prompt, choice) for choice in options], abs=0.1)

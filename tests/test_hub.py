@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import fasttune
+from conftest import BLOCK_SOCKETS
 from fasttune import hub
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,13 +188,8 @@ def test_what_reads_as_a_hub_id(tmp_path, monkeypatch):
     assert not any(hub.looks_like_hub_id(name) for name in ("./a/b", "/a/b", "~/a", "a/b/c", "gpt2", None))
 
 
-FIND_BY_ID = """
-import json, socket, sys
-attempts = []
-def refuse(*args, **kwargs):
-    attempts.append(repr(args[1:]))
-    raise OSError("network blocked by the test")
-socket.socket.connect = socket.socket.connect_ex = socket.create_connection = refuse
+FIND_BY_ID = BLOCK_SOCKETS + """
+import json, sys
 import fasttune
 from fasttune import hub
 folder = hub.model_folder(sys.argv[1])

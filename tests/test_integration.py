@@ -1,5 +1,8 @@
 """The embedded SmolLM2-135M learns the synthetic task: a real base-vs-tuned gain on the CPU (minutes)."""
 
+import json
+import random
+
 import pytest
 
 import fasttune
@@ -16,3 +19,23 @@ def test_smollm2_accuracy_on_larger_number_rises_by_a_wide_margin(tmp_path):
     assert base.metrics["accuracy"] < 0.6
     assert tuned.metrics["accuracy"] - base.metrics["accuracy"] >= 0.25
     assert comparison.rows[0].p_value < 0.001
+
+
+@pytest.mark.slow
+def test_smollm2_learns_a_multi_turn_messages_file_with_loss_on_every_assistant_turn(tmp_path):
+    # Turn 2's answer needs turn 1: the parity of the number the user gave first.
+    rows = [{"messages": [{"role": "user", "content": f"Remember my number: {n}."},
+                          {"role": "assistant", "content": f"Noted: {n}."},
+                          {"role": "user", "content": "Is my number even or odd?"},
+                          {"role": "assistant", "content": "even" if n % 2 == 0 else "odd"}]}
+            for n in random.Random(0).sample(range(100, 1000), 800)]
+    (tmp_path / "chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task = fasttune.tasks.get("chat", train_file=str(tmp_path / "chats.jsonl"), labels=["even", "odd"],
+                              test_percent=15)
+    model = fasttune.load()
+    base = fasttune.evaluate(model, task, limit=100)
+    run = fasttune.train(model, task, limit=640, batch_size=16, output_dir=str(tmp_path / "run"))
+    tuned = fasttune.evaluate(run.model, task, limit=100)
+    assert base.metrics["accuracy"] < 0.7
+    assert tuned.metrics["accuracy"] - base.metrics["accuracy"] >= 0.2
+    assert fasttune.compare(base, tuned).rows[0].p_value < 0.01

@@ -11,17 +11,13 @@ import pytest
 import torch
 
 import fasttune
+from conftest import BLOCK_SOCKETS
 
 REPO = Path(__file__).resolve().parents[1]
 # The main job in a fresh process whose sockets refuse to connect and record who asked. HF_HUB_OFFLINE and CI are
 # unset there, so fasttune itself must keep every library (telemetry threads included) off the network.
-MAIN_JOB = """
-import socket, sys, threading
-attempts = []
-def refuse(*args, **kwargs):
-    attempts.append(repr(args[1:]))
-    raise OSError("network blocked by the test")
-socket.socket.connect = socket.socket.connect_ex = socket.create_connection = refuse
+MAIN_JOB = BLOCK_SOCKETS + """
+import sys, threading
 import torch, fasttune
 model = fasttune.load(sys.argv[1], dtype=torch.float32)
 task = fasttune.tasks.get("larger_number")

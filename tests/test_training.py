@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import fasttune
+from conftest import whole_row_logprob
 from fasttune import data
 
 
@@ -100,14 +101,7 @@ def test_scoring_each_prompt_once_over_its_cache_equals_scoring_every_prompt_and
     choices = [["yes", "no"], ["A", "B", "C"], ["one two three", "x"], ["maybe"], ["yes", "no", "a longer answer"]]
     scores = engine.choice_logprobs(prompts, choices, batch_size=2)
     for prompt, options, got in zip(prompts, choices, scores, strict=True):
-        expected = []
-        for choice in options:
-            continuation = data.completion_ids(model.tokenizer, choice, model.end_of_turn)
-            with torch.no_grad():
-                logits = model.model(input_ids=torch.tensor([prompt + continuation])).logits[0].float()
-            log_probs = torch.log_softmax(logits[len(prompt) - 1:-1], dim=-1)
-            expected.append(log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item())
-        assert got == pytest.approx(expected, abs=1e-4)
+        assert got == pytest.approx([whole_row_logprob(model, prompt, choice) for choice in options], abs=1e-4)
     assert len({round(score, 3) for options in scores for score in options}) > 5  # the scores differ
 
 

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
 
+from fasttune import hooks
 from fasttune.app.catalog import Catalog
 from fasttune.app.config import AppConfig
 from fasttune.errors import FasttuneError
 from fasttune.serve import check_port_free
-
-# GRADIO_ANALYTICS_ENABLED: read by gradio at every analytics call, not only by Blocks(analytics_enabled=...);
-# HF_HUB_DISABLE_TELEMETRY: set by gradio 6 whenever analytics are off. Both are restored when the app stops.
-_OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
-
-
-@contextlib.contextmanager
-def offline_gradio():
-    """Gradio with its analytics and version check off, for the duration of the scope."""
-    saved = {name: os.environ.get(name) for name in _OFFLINE_ENV}
-    os.environ.update(_OFFLINE_ENV)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
 
 def run_app(config: AppConfig) -> None:
     """Serve the app for `config` on http://{host}:{port} until interrupted (Ctrl-C)."""
@@ -38,7 +17,7 @@ def run_app(config: AppConfig) -> None:
                             "pip install 'fasttune[app]'.")
     check_port_free(config.host, config.port)
     catalog = Catalog(config)
-    with offline_gradio():
+    with hooks.gradio_offline():
         from fasttune.app.pages import build
 
         app = build(catalog)
