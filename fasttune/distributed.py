@@ -78,12 +78,22 @@ def from_main_process(value):
 def largest(value: int) -> int:
     """The largest `value` any rank passes (e.g. a signal number, 0 for none): every rank must call it at the same
     point. `value` itself in a plain process."""
+    return _all_reduce(value, "MAX")
+
+
+def total(value: int) -> int:
+    """The sum of the `value` each rank passes (e.g. the tokens it trained on): every rank must call it at the same
+    point. `value` itself in a plain process."""
+    return _all_reduce(value, "SUM")
+
+
+def _all_reduce(value: int, operation: str) -> int:
     if world_size() == 1:
         return value
     import torch
 
     tensor = torch.tensor([value], device=_state().device)
-    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    torch.distributed.all_reduce(tensor, op=getattr(torch.distributed.ReduceOp, operation))
     return int(tensor.item())
 
 

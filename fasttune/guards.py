@@ -25,11 +25,6 @@ class TrainingInterrupted(FasttuneError):
     """Training stopped on SIGTERM/SIGINT after saving a checkpoint; `train(..., resume=True)` continues it."""
 
 
-IDENTITY_CHECKED_ELSEWHERE = ("output_dir", "model", "task")
-"""config.json entries a resume does not compare as settings: a run folder may move, and the base model and task
-are compared by what they hold (fasttune.inputs: fingerprints of the base model, task version and data)."""
-
-
 def recorded_processes(output_dir: Path) -> int:
     """The number of processes the run in `output_dir` trained with (its config.json's plan; 1 if none)."""
     path = output_dir / "config.json"
@@ -77,7 +72,7 @@ def resume_point(output_dir: Path, config: dict, decided_by_fasttune: tuple[str,
     saved = read_json(output_dir / "config.json", f"Restore it, or delete {output_dir} and train again")
     current = json.loads(json.dumps(config))
     changed = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in sorted({*saved, *current})
-               if saved.get(key) != current.get(key) and key not in IDENTITY_CHECKED_ELSEWHERE
+               if saved.get(key) != current.get(key) and key != "output_dir"
                and not (key in decided_by_fasttune and current.get(key) is None)]
     if changed:
         raise FasttuneError(f"Resuming {output_dir} with other settings than the interrupted run "

@@ -81,7 +81,7 @@ def train(model: Model, task: Task, method: str | None = None, *, config: TrainC
 
 def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resume: bool, overwrite: bool) -> Run:
     recipe = METHODS[config.method]
-    checkpoint = (guards.resume_point(output_dir, config_dict(config),
+    checkpoint = (guards.resume_point(output_dir, {**config_dict(config), **run_inputs(model, task)},
                                       decided_by_fasttune=("padding_free", "gradient_checkpointing", "optimizer",
                                                            "plan"))
                   if resume else guards.check_fresh_start(output_dir, overwrite))
@@ -149,7 +149,8 @@ def _train(model: Model, task: Task, config: TrainConfig, output_dir: Path, resu
     history = trainer.state.log_history
     losses = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
     # SFT counts tokens through the Trainer; the preference and RL trainers log their own count.
-    tokens = int(trainer.state.num_input_tokens_seen) or int(max(
+    # Each rank counts the tokens of its own share of the rows.
+    tokens = distributed.total(int(trainer.state.num_input_tokens_seen)) or int(max(
         (float(entry["num_tokens"]) for entry in history if "num_tokens" in entry), default=0))
     adapter_dir = output_dir / "adapter"
     model.card = {"base_model": str(model.base_path.resolve()), "task": task.describe(), "method": config.method,

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import fasttune
-from fasttune import distributed, guards, plan
+from fasttune import checkpoints, distributed, guards, plan
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = Path(__file__).with_name("distributed_job.py")
@@ -107,7 +107,9 @@ def test_each_rank_takes_its_share_of_the_global_batch_and_rank_0_writes_one_ada
     assert {key: recorded["plan"][key] for key in ("world_size", "micro_batch", "accumulation")} == \
         {"world_size": 2, "micro_batch": 2, "accumulation": 2}
     assert card(run)["plan"] == recorded["plan"]
-    assert sorted(path.name for path in run.iterdir()) == ["adapter", "config.json", "loss.png"]  # no checkpoints
+    assert sorted(path.name for path in run.iterdir()) == [  # one of each, and no checkpoints
+        ".fasttune.lock", "adapter", "config.json", "dashboard.png", "inputs.json", "log.jsonl", "loss.png",
+        "run.json", "tensorboard"]
 
 
 @pytest.mark.parametrize("engine", ["loglik", "generate"])
@@ -162,11 +164,14 @@ def test_nan_on_one_rank_stops_both_at_the_same_step_naming_the_rows_of_both(tin
 def test_resume_refuses_another_number_of_processes_and_needs_every_ranks_rng_state(tmp_path):
     checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
     checkpoint.mkdir(parents=True)
-    for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state_0.pth"):
-        (checkpoint / name).write_text("{}")
-    (tmp_path / "config.json").write_text(json.dumps({"seed": 0, "plan": {"world_size": 2}}))
+    for name in checkpoints.checkpoint_files(processes=2):
+        if name != "rng_state_1.pth":
+            (checkpoint / name).write_text("{}")
+    checkpoints.write_manifest(checkpoint)  # as training marks a checkpoint complete
+    (tmp_path / "config.json").write_text(json.dumps({"method": "sft", "seed": 0, "plan": {"world_size": 2}}))
     assert guards.latest_checkpoint(tmp_path / "checkpoints", processes=2) is None  # rank 1's RNG state missing
     (checkpoint / "rng_state_1.pth").write_text("{}")
+    checkpoints.write_manifest(checkpoint)
     assert guards.latest_checkpoint(tmp_path / "checkpoints", processes=2) == checkpoint
     with pytest.raises(fasttune.FasttuneError, match=r"holds an interrupted run"):
         guards.check_fresh_start(tmp_path)

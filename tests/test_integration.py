@@ -23,14 +23,16 @@ def test_smollm2_accuracy_on_larger_number_rises_by_a_wide_margin(tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_learns_a_multi_turn_messages_file_with_loss_on_every_assistant_turn(tmp_path):
-    # Turn 2's answer needs turn 1: the parity of the number the user gave first.
-    rows = [{"messages": [{"role": "user", "content": f"Remember my number: {n}."},
-                          {"role": "assistant", "content": f"Noted: {n}."},
-                          {"role": "user", "content": "Is my number even or odd?"},
-                          {"role": "assistant", "content": "even" if n % 2 == 0 else "odd"}]}
-            for n in random.Random(0).sample(range(100, 1000), 800)]
+    # Turn 2's answer needs turn 1: which of the two numbers, given in two turns, is larger.
+    numbers = random.Random(0)
+    pairs = [numbers.sample(range(100, 1000), 2) for _ in range(800)]
+    rows = [{"messages": [{"role": "user", "content": f"The first number is {a}."},
+                          {"role": "assistant", "content": f"Noted: {a}."},
+                          {"role": "user", "content": f"The second number is {b}. Which one is larger?"},
+                          {"role": "assistant", "content": "the first" if a > b else "the second"}]}
+            for a, b in pairs]
     (tmp_path / "chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    task = fasttune.tasks.get("chat", train_file=str(tmp_path / "chats.jsonl"), labels=["even", "odd"],
+    task = fasttune.tasks.get("chat", train_file=str(tmp_path / "chats.jsonl"), labels=["the first", "the second"],
                               test_percent=15)
     model = fasttune.load()
     base = fasttune.evaluate(model, task, limit=100)
