@@ -9,9 +9,9 @@ holds base/tuned accuracy, training time, tokens/s, peak memory and the count of
 import sys
 from pathlib import Path
 
-from fasttune import bench, embedded
+from fasttune import cli, embedded
 
 gguf, data, out = map(Path, sys.argv[1:4])
 folder = embedded.convert_gguf(gguf, Path("/tmp/fasttune-smollm2"))
-bench.main(["--task", "rte", "--data", str(data), "--model", str(folder), "--limit", "277",
+cli.run(["bench", "--task", "rte", "--data", str(data), "--model", str(folder), "--limit", "277",
             "--train-limit", "2490", "--epochs", "2", "--lr", "2e-4", "--batch-size", "16", "--out", str(out)])

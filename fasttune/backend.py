@@ -24,11 +24,15 @@ import peft  # noqa: E402
 import transformers  # noqa: E402
 import trl  # noqa: E402
 
-from fasttune import chat_templates, data, distributed, embedded, hooks, hub, memory  # noqa: E402
+from fasttune import chat_templates, conversation, data, distributed, embedded, hooks, hub, memory  # noqa: E402
 from fasttune.card import read_card, resolve_base_model  # noqa: E402
 from fasttune.errors import FasttuneError, not_positive, raise_problems  # noqa: E402
 
 DTYPES = ("bfloat16", "float16", "float32")
+TEMPLATE_PROBE = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"},
+                  {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Name a colour."},
+                  {"role": "assistant", "content": "Blue."}]
+"""The conversation a chat template must render and mark (see check_chat_template)."""
 
 
 @dataclass
@@ -152,7 +156,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, load_in_4bit: bool = 
                             "code, then load(..., trust_remote_code=True) if you trust it.") from None
     card = {}
     if chat_template is not None:
-        card[chat_templates.CARD_KEY] = chat_templates.use(tokenizer, chat_template)
+        card[chat_templates.CARD_KEY] = use_chat_template(tokenizer, chat_template)
     _ensure_padding(tokenizer)
     return Model(model, tokenizer, path, "unsloth" if USE_UNSLOTH else "transformers", max_seq_length,
                  max_memory_gib=max_memory_gib, card=card, load_config=config)
@@ -181,6 +185,51 @@ def _load_adapter(adapter_dir: Path, **kwargs) -> Model:
 def _ensure_padding(tokenizer) -> None:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.chat_template is None else end_of_turn_token(tokenizer)
+
+
+def use_chat_template(tokenizer, chat_template: str | os.PathLike) -> dict:
+    """Put the named template (or .jinja file) on `tokenizer` once `check_chat_template` accepts it there (a refused one leaves the
+    tokenizer as it was); returns the card entry {"name", "text"}."""
+    name, text = chat_templates.template_text(chat_template)
+    previous = tokenizer.chat_template
+    tokenizer.chat_template = text
+    try:
+        check_chat_template(tokenizer, name)
+    except FasttuneError:
+        tokenizer.chat_template = previous
+        raise
+    return {"name": name, "text": text}
+
+
+def check_chat_template(tokenizer, name: str) -> None:
+    """Raise when the template on `tokenizer` cannot mark where assistant turns start and end: it must render a
+    two-turn conversation, set a reply apart from a user turn, and nest as fasttune.conversation needs (each reply
+    and its end-of-turn token extend the prompt that asks for it)."""
+    template = f"chat template {name}"
+    try:
+        end_of_turn = end_of_turn_token(tokenizer)
+        marked = _marks_replies(tokenizer)
+    except Exception as error:  # jinja raises many types: syntax errors, raise_exception, undefined names
+        line = f", line {error.lineno}" if getattr(error, "lineno", None) else ""
+        raise FasttuneError(f"The chat template cannot render a conversation (chat_template={name}{line}: "
+                            f"{type(error).__name__}: {error}). Fix the template, or pick one of "
+                            f"{', '.join(chat_templates.TEMPLATES)}.") from None
+    if not marked:
+        raise FasttuneError(f"The {template} cannot mark where assistant turns start and end: a reply is opened by "
+                            "the same text as a user turn, so a model could not tell whose turn it is. Give each "
+                            f"role its own marker (e.g. chatml's <|im_start|>assistant) or pick one of "
+                            f"{', '.join(chat_templates.TEMPLATES)}.")
+    conversation.encode(tokenizer, TEMPLATE_PROBE, end_of_turn, where="Checking a two-turn conversation",
+                        template=template)
+
+
+def _marks_replies(tokenizer) -> bool:
+    """Whether the text between a user message and the reply differs from the text between a reply and the next user
+    message (role markers, or mistral's [/INST] and [INST])."""
+    marks = [f"\u2063{index}\u2063" for index in range(4)]
+    text = tokenizer.apply_chat_template([{"role": ("user", "assistant")[index % 2], "content": mark}
+                                          for index, mark in enumerate(marks)], tokenize=False)
+    return text.split(marks[0])[1].split(marks[1])[0] != text.split(marks[1])[1].split(marks[2])[0]
 
 
 def end_of_turn_token(tokenizer) -> str:

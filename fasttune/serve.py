@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,16 +30,6 @@ class ServeConfig:
     """The address to bind (127.0.0.1: this machine only)."""
     port: int = 8000
     """The port to listen on."""
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Refuse a port something already listens on, before loading any weights."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise FasttuneError(f"port {port} on {host} is in use ({error.strerror}) (port={port}). Stop what "
-                                f"listens there or pass another port, e.g. --port {port + 1}.") from None
 
 
 def transformers_app(model: models.TransformersChatModel):
@@ -103,7 +92,7 @@ def serve(spec: str | Path | None = None, *, host: str = "127.0.0.1", port: int 
     """Serve the model named by `spec` until interrupted."""
     import uvicorn
 
-    check_port_free(host, port)
+    ports.check_port_free(host, port)
     app = gguf_app(spec) if models.is_gguf(spec) else transformers_app(models.load(spec))
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -1,6 +1,6 @@
 """The web app: report tables and filters on a saved run, the config checks, and the real app in headless Chromium.
 
-The browser test runs `python -m fasttune.app RUN` on a free port with a run of the tiny random Llama (its base,
+The browser test runs `fasttune app --models RUN` on a free port with a run of the tiny random Llama (its base,
 its adapter, the base and tuned reports and loss.png) and drives Debian's chromium through Playwright. Set
 FASTTUNE_APP_ARGS to other app arguments (runs, models, report folders) to drive the app on them instead, and
 FASTTUNE_APP_SCREENSHOTS to a folder to keep the screenshots there. The README's (docs/app-*.png) came from
@@ -122,21 +122,21 @@ def _free_port() -> int:
 
 @pytest.fixture
 def app_args(app_run) -> list[str]:
-    """What `python -m fasttune.app` is started with: FASTTUNE_APP_ARGS, or the tiny run."""
+    """What `fasttune app` is started with: FASTTUNE_APP_ARGS, or the tiny run."""
     return os.environ.get("FASTTUNE_APP_ARGS", str(app_run)).split()
 
 
 @pytest.fixture
 def app_url(app_args, tmp_path):
-    """The address of `python -m fasttune.app` serving the run, on a free port; stopped after the test."""
+    """The address of `fasttune app` serving the run, on a free port; stopped after the test."""
     if not CHROMIUM.is_file():
         pytest.skip(f"no Debian chromium at {CHROMIUM} (apt-get install -y chromium)")
     pytest.importorskip("gradio", reason="the app extra is not installed: pip install 'fasttune[app]'")
     port = _free_port()
     env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
     log = open(tmp_path / "app.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "fasttune.app", *app_args, "--port", str(port)], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([sys.executable, "-m", "fasttune", "app", "--models", *app_args, "--port", str(port)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
     deadline = time.monotonic() + 180

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fasttune
-from fasttune import chat_templates, conversation
+from fasttune import backend, chat_templates, conversation
 
 SYSTEM, USER_1, REPLY_1, USER_2, REPLY_2 = "Be brief.", "Hi!", "Hello.", "Name a colour.", "Blue."
 TWO_TURNS = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER_1},
@@ -123,7 +123,7 @@ def _with_tokens(tokenizer, tokens: list[str]):
 def test_assistant_only_masking_covers_each_reply_and_its_end_of_turn_token_and_nothing_else(tokenizer, name,
                                                                                            markers, end_of_turn):
     tokens = _with_tokens(tokenizer, markers)
-    entry = chat_templates.use(tokens, name)
+    entry = backend.use_chat_template(tokens, name)
     assert entry["name"] == name and tokens.chat_template == chat_templates.template_text(name)[1]
     messages = TWO_TURNS[1:] if name == "gemma" else TWO_TURNS
     encoded = conversation.encode(tokens, messages, end_of_turn)
@@ -155,7 +155,7 @@ def test_a_template_whose_turn_markers_are_not_tokens_of_the_model_is_refused(ti
 
 def test_an_unknown_template_name_suggests_close_ones(tokenizer):
     with pytest.raises(fasttune.FasttuneError, match=r"Unknown chat template 'chatm'\. Did you mean: chatml\?"):
-        chat_templates.use(tokenizer, "chatm")
+        backend.use_chat_template(tokenizer, "chatm")
 
 
 def test_a_template_file_with_a_syntax_error_is_named_with_its_line(tokenizer, tmp_path):
@@ -164,10 +164,10 @@ def test_a_template_file_with_a_syntax_error_is_named_with_its_line(tokenizer, t
     before = tokenizer.chat_template
     with pytest.raises(fasttune.FasttuneError, match=rf"chat_template={re.escape(str(broken))}, line 2: "
                                                      r"TemplateSyntaxError"):
-        chat_templates.use(tokenizer, broken)
+        backend.use_chat_template(tokenizer, broken)
     assert tokenizer.chat_template == before  # a refused template leaves the tokenizer as it was
     with pytest.raises(fasttune.FasttuneError, match=r"Data file not found: .*missing.jinja"):
-        chat_templates.use(tokenizer, tmp_path / "missing.jinja")
+        backend.use_chat_template(tokenizer, tmp_path / "missing.jinja")
 
 
 @pytest.fixture(scope="module")

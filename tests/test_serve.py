@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from fasttune.errors import FasttuneError
-from fasttune.serve import check_port_free
+from fasttune.ports import check_port_free
 
 
 def _free_port() -> int:

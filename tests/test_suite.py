@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fasttune
-from fasttune import bench
+from fasttune import cli
 from fasttune.evaluation import EvalConfig, score_outputs
 
 
@@ -25,7 +25,7 @@ def test_generation_report_counts_empty_and_truncated_outputs_and_bootstraps_cor
 
 
 def test_seeds_suite_runs_from_the_cli_on_every_task(tiny_model_dir, data_root, tmp_path):
-    summary = bench.main(["--suite", "seeds", "--model", str(tiny_model_dir), "--data", str(data_root),
+    summary = cli.run(["bench", "--suite", "seeds", "--model", str(tiny_model_dir), "--data", str(data_root),
                           "--limit", "3", "--out", str(tmp_path)])
     runs = {(r["task"]["name"], r["engine"]) for r in summary["reports"]}
     assert {name for name, _ in runs} == set(fasttune.tasks.builtin()) and summary["not_run"] == {}

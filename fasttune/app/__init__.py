@@ -1,4 +1,4 @@
-"""Looking at a model: the local web app (`run_app(AppConfig(...))`, `python -m fasttune.app`) and the one adapter
+"""Looking at a model: the local web app (`run_app(AppConfig(...))`, `fasttune app`) and the one adapter
 between the app/serve front ends and fasttune's model loaders.
 
 Modules: `config` (AppConfig), `launch` (run_app), `pages` (the Gradio pages), `catalog` (the models and reports
@@ -12,7 +12,7 @@ import importlib
 _LAZY = {"AppConfig": "fasttune.app.config", "run_app": "fasttune.app.launch"}
 
 
-def __getattr__(name: str):  # lazy: fasttune.serve imports fasttune.app.models, and launch imports fasttune.serve
+def __getattr__(name: str):  # lazy: fasttune.serve imports fasttune.app.models alone, not the app's pages
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fasttune.app' has no attribute {name!r}")

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 
-from fasttune import hooks
+from fasttune import hooks, ports
 from fasttune.app.catalog import Catalog
 from fasttune.app.config import AppConfig
 from fasttune.errors import FasttuneError
-from fasttune.serve import check_port_free
 
 def run_app(config: AppConfig) -> None:
     """Serve the app for `config` on http://{host}:{port} until interrupted (Ctrl-C)."""
     if importlib.util.find_spec("gradio") is None:
         raise FasttuneError("The app needs Gradio, which is not installed (extra 'app'). Install it with "
                             "pip install 'fasttune[app]'.")
-    check_port_free(config.host, config.port)
+    ports.check_port_free(config.host, config.port)
     catalog = Catalog(config)
     with hooks.gradio_offline():
         from fasttune.app.pages import build

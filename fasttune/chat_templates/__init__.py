@@ -21,9 +21,6 @@ TEMPLATES: dict[str, Path] = {name: FOLDER / f"{name}.jinja" for name in (
 CARD_KEY = "chat_template"
 MODEL_OWN = "model"
 """The card's template name when the model's own template was used."""
-_PROBE = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"},
-          {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Name a colour."},
-          {"role": "assistant", "content": "Blue."}]
 
 
 def template_text(chat_template: str | os.PathLike) -> tuple[str, str]:
@@ -37,20 +34,6 @@ def template_text(chat_template: str | os.PathLike) -> tuple[str, str]:
     if path.suffix == ".jinja" or path.exists() or os.sep in given:
         return str(path.resolve()), read_text(path)
     raise unknown_name("chat template", given, list(TEMPLATES))
-
-
-def use(tokenizer, chat_template: str | os.PathLike) -> dict:
-    """Put the named template (or .jinja file) on `tokenizer` once `check` accepts it there (a refused one leaves the
-    tokenizer as it was); returns the card entry {"name", "text"}."""
-    name, text = template_text(chat_template)
-    previous = tokenizer.chat_template
-    tokenizer.chat_template = text
-    try:
-        check(tokenizer, name)
-    except FasttuneError:
-        tokenizer.chat_template = previous
-        raise
-    return {"name": name, "text": text}
 
 
 def card_entry(tokenizer, card: dict) -> dict | None:
@@ -81,35 +64,3 @@ def require(tokenizer) -> None:
             f"The model has no chat template (chat_template=None), as base models often do, and fasttune renders "
             f"prompts as conversations. Pick one in load(..., chat_template=...) from {', '.join(TEMPLATES)} or "
             "give a .jinja file.")
-
-
-def check(tokenizer, name: str) -> None:
-    """Raise when the template on `tokenizer` cannot mark where assistant turns start and end: it must render a
-    two-turn conversation, set a reply apart from a user turn, and nest as fasttune.conversation needs (each reply
-    and its end-of-turn token extend the prompt that asks for it)."""
-    from fasttune import backend, conversation
-
-    template = f"chat template {name}"
-    try:
-        end_of_turn = backend.end_of_turn_token(tokenizer)
-        marked = _marks_replies(tokenizer)
-    except Exception as error:  # jinja raises many types: syntax errors, raise_exception, undefined names
-        line = f", line {error.lineno}" if getattr(error, "lineno", None) else ""
-        raise FasttuneError(f"The chat template cannot render a conversation (chat_template={name}{line}: "
-                            f"{type(error).__name__}: {error}). Fix the template, or pick one of "
-                            f"{', '.join(TEMPLATES)}.") from None
-    if not marked:
-        raise FasttuneError(f"The {template} cannot mark where assistant turns start and end: a reply is opened by "
-                            "the same text as a user turn, so a model could not tell whose turn it is. Give each "
-                            f"role its own marker (e.g. chatml's <|im_start|>assistant) or pick one of "
-                            f"{', '.join(TEMPLATES)}.")
-    conversation.encode(tokenizer, _PROBE, end_of_turn, where="Checking a two-turn conversation", template=template)
-
-
-def _marks_replies(tokenizer) -> bool:
-    """Whether the text between a user message and the reply differs from the text between a reply and the next user
-    message (role markers, or mistral's [/INST] and [INST])."""
-    marks = [f"\u2063{index}\u2063" for index in range(4)]
-    text = tokenizer.apply_chat_template([{"role": ("user", "assistant")[index % 2], "content": mark}
-                                          for index, mark in enumerate(marks)], tokenize=False)
-    return text.split(marks[0])[1].split(marks[1])[0] != text.split(marks[1])[1].split(marks[2])[0]

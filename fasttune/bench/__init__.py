@@ -7,7 +7,6 @@ Writes summary.json, base/tuned reports with every prediction, loss.png and comp
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,15 +56,6 @@ class BenchConfig:
     """Output folder (default runs/bench-<task>-<time>)."""
     resume: bool = False
     """Continue the interrupted training in `out` from its latest checkpoint."""
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """`python -m fasttune.bench [options]`: the options are BenchConfig's fields (see --help)."""
-    from fasttune import cli
-
-    args = cli.parse(cli.COMMANDS["bench"], sys.argv[1:] if argv is None else argv,
-                     prog="python -m fasttune.bench")["config"]
-    return run_bench(args)
 
 
 def run_bench(args: BenchConfig) -> dict:
@@ -120,10 +110,3 @@ def _peak_gpu_memory_gib() -> float | None:
     import torch
 
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-
-
-if __name__ == "__main__":
-    try:
-        main()
-    except fasttune.FasttuneError as error:
-        sys.exit(str(error))
