@@ -339,7 +339,7 @@ def _alpaca_row(row: dict, place: Place, source: Source) -> tuple[Messages, list
         chat = next((column for column in MESSAGE_KEYS if column in row), None)
         kind = f"a chat row ('{chat}')" if chat else "a row without a prompt"
         raise place.error(f"{kind}: missing field '{names['prompt']}'" + (
-            "" if chat is None else f". Train chat rows with task 'chat'") + ".", shape=True)
+            "" if chat is None else ". Train chat rows with task 'chat'") + ".", shape=True)
     optional_text = Field(nonempty=False, optional=True)
     fields = {names["prompt"]: Field(), names["response"]: Field(), names["query"]: optional_text,
               names["system"]: optional_text,

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from fasttune import ports
 from fasttune.app import models
 from fasttune.errors import FasttuneError
 

@@ -327,7 +327,7 @@ def test_a_csv_with_own_column_names_trains_evaluates_exports_and_its_config_jso
   metrics: [exact_match, f1]
 """, {"exact_match", "f1"})
     assert recorded["task"]["columns"] == {"prompt": "question", "response": "answer"}
-    again = cli.run(["train", "--config", "run/config.json", "--output_dir", "again"])
+    cli.run(["train", "--config", "run/config.json", "--output_dir", "again"])
     assert (tmp_path / "again" / "adapter" / "adapter_model.safetensors").read_bytes() == (
         done["run"].adapter_dir / "adapter_model.safetensors").read_bytes()
 

@@ -2,7 +2,6 @@
 missing trackers, and a resumed run that continues the logs without a step twice."""
 
 import importlib.util
-import json
 import math
 import os
 
