@@ -44,6 +44,7 @@ def measure(name: str, **settings) -> dict:
               "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
               "evaluations": len(saved.validation), "validation": saved.validation,
               "eval_seconds": sum(r["seconds"] for r in saved.log if r["kind"] == "validation"),
+              "each_validation_seconds": [r["seconds"] for r in saved.log if r["kind"] == "validation"],
               "tokens_per_second": run.tokens_per_second, "final_loss": run.losses[-1][1]}
     del model, run
     torch.cuda.empty_cache()

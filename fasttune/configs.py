@@ -92,6 +92,8 @@ class TrainConfig:
     """Training rows held out for validation when the task has no validation split of its own."""
     eval_limit: int | None = 100
     """Score only the first `eval_limit` validation rows for tasks scored by generation (None: all of them)."""
+    eval_batch_tokens: int = 16384
+    """Validation by log-likelihood: rows of a forward pass add up to at most this many tokens, padding included."""
     keep: Literal["best", "last"] = "last"
     """Which adapter the run saves: the one after the last step, or the one with the best validation metric."""
     early_stopping: int | None = None
@@ -106,7 +108,7 @@ class TrainConfig:
         """Every problem with these settings (subclasses add their own)."""
         problems = not_positive(self, ("learning_rate", "batch_size", "gradient_accumulation", "logging_steps",
                                        "limit", "save_steps", "eval_every", "validation_size", "eval_limit",
-                                       "early_stopping")) + not_positive(self.lora, ("r",), prefix="lora.")
+                                       "eval_batch_tokens", "early_stopping")) + not_positive(self.lora, ("r",), prefix="lora.")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append(f"set epochs > 0 or max_steps > 0 (epochs={self.epochs}, max_steps={self.max_steps})")
         if not 0 <= self.warmup_ratio < 1:

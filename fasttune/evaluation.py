@@ -30,7 +30,10 @@ class EvalConfig:
     engine: Literal["auto", "loglik", "generate"] = "auto"
     """loglik: pick the most likely of the task's choices; generate: greedy decoding; auto: loglik when possible."""
     batch_size: int = 16
-    """Sequences per forward pass."""
+    """Prompts per batch of generation."""
+    batch_tokens: int = 16384
+    """Log-likelihood scoring: rows of a forward pass add up to at most this many tokens, padding included (a longer
+    row runs alone)."""
     max_new_tokens: int | None = None
     """Generation length (default: the task's)."""
     bootstrap_resamples: int = 1000
@@ -39,7 +42,7 @@ class EvalConfig:
     """Seed of the bootstrap."""
 
     def __post_init__(self):
-        problems = not_positive(self, ("limit", "batch_size", "max_new_tokens", "bootstrap_resamples"))
+        problems = not_positive(self, ("limit", "batch_size", "batch_tokens", "max_new_tokens", "bootstrap_resamples"))
         if self.engine not in ("auto", "loglik", "generate"):
             problems.append(f"engine must be auto, loglik or generate (engine={self.engine!r})")
         raise_problems(problems)
@@ -57,9 +60,11 @@ def evaluate(model: Model | Engine | str | Path, task: Task, split: str = "test"
     return score_examples(engine_for(model), task, task.load(config.split)[: config.limit], config)
 
 
-def score_examples(engine: Engine, task: Task, examples: list[dict], config: EvalConfig) -> Report:
+def score_examples(engine: Engine, task: Task, examples: list[dict], config: EvalConfig,
+                   prompts: list[list[int]] | None = None) -> Report:
     """Score `engine` on `examples` (of split `config.split`) as `config` says, batch by batch: only a batch's
-    logits exist at a time, reduced at once to the log-likelihood of each choice."""
+    logits exist at a time, reduced at once to the log-likelihood of each choice. `prompts`: the examples' prompt
+    ids when the caller has rendered them already (validation does so once a run)."""
     has_choices = task.kind == "choices"
     use_loglik = config.engine == "loglik" or (config.engine == "auto" and has_choices)
     if use_loglik and not has_choices:
@@ -67,10 +72,13 @@ def score_examples(engine: Engine, task: Task, examples: list[dict], config: Eva
                             "(engine='loglik'). Use engine='generate'.")
     started, truncated = time.perf_counter(), None
     share = distributed.split(examples)
-    prompts = [engine.prompt_ids(task.format(example).prompt, data.where_example(task, example))
-               for example in share]
+    if prompts is None:
+        prompts = [engine.prompt_ids(task.format(example).prompt, data.where_example(task, example))
+                   for example in share]
+    else:
+        prompts = distributed.split(prompts)
     if use_loglik:
-        outputs = distributed.gather(_pick_choices(engine, task, share, prompts, config.batch_size))
+        outputs = distributed.gather(_pick_choices(engine, task, share, prompts, config.batch_tokens))
     else:
         completions = distributed.gather([samples[0] for samples in engine.generate(
             prompts, config.max_new_tokens or task.max_new_tokens, batch_size=config.batch_size,
@@ -82,10 +90,11 @@ def score_examples(engine: Engine, task: Task, examples: list[dict], config: Eva
 
 
 def _pick_choices(engine: Engine, task: Task, examples: list[dict], prompts: list[list[int]],
-                  batch_size: int) -> list[str]:
+                  batch_tokens: int) -> list[str]:
     """For each example, the choice whose tokens (plus end of turn) have the highest summed log-probability."""
     choices = [checked_choices(task, example) for example in examples]
-    scores = engine.choice_logprobs(prompts, choices, batch_size=batch_size, description=f"scoring {task.name}")
+    scores = engine.choice_logprobs(prompts, choices, batch_tokens=batch_tokens,
+                                    description=f"scoring {task.name}")
     broken = [example["id"] for example, s in zip(examples, scores, strict=True) if not np.isfinite(s).all()]
     if broken:  # argmax over NaN would silently pick the first choice
         raise FasttuneError(

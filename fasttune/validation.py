@@ -18,7 +18,7 @@ import transformers
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from fasttune import backend, splits
+from fasttune import backend, data, splits
 from fasttune.backend import Model
 from fasttune.configs import TrainConfig
 from fasttune.engines import TransformersEngine
@@ -40,6 +40,8 @@ class Validation(transformers.TrainerCallback):
         self.split = splits.validation_source(task, config)
         if task.kind != "choices":
             self.examples = self.examples[: config.eval_limit]
+        self.prompts: list[list[int]] | None = None
+        """The examples' prompt ids, rendered at the first evaluation."""
         self.best: dict | None = None
         """{"step", "value"} of the best evaluation so far."""
         self.stopped_early_at: int | None = None
@@ -80,8 +82,12 @@ class Validation(transformers.TrainerCallback):
         """The validation report of the model as it is now; it goes back to training mode after."""
         try:
             engine = TransformersEngine.for_model(self.model)
+            if self.prompts is None:
+                self.prompts = [engine.prompt_ids(self.task.format(example).prompt,
+                                                  data.where_example(self.task, example)) for example in self.examples]
             return score_examples(engine, self.task, self.examples,
-                                  EvalConfig(split=self.split, batch_size=self.config.batch_size))
+                                  EvalConfig(split=self.split, batch_size=self.config.batch_size,
+                                             batch_tokens=self.config.eval_batch_tokens), self.prompts)
         finally:
             backend.for_training(self.model)
 

@@ -72,3 +72,26 @@ def whole_row_logprob(model, prompt: list[int], choice: str) -> float:
         logits = model.model(input_ids=torch.tensor([prompt + continuation], device=model.device)).logits[0].float()
     log_probs = torch.log_softmax(logits[len(prompt) - 1:-1], dim=-1)
     return log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item()
+
+
+def check_choice_scores(model, engine, tolerance: float) -> None:
+    """`engine`'s choice scores, in batches of a few rows, against `whole_row_logprob`; the output layer sees only
+    the positions that predict a choice's tokens (on the whole-row scorer)."""
+    from fasttune import data
+
+    prompts = [list(range(40, 40 + n)) for n in (9, 3, 17, 5, 12)]
+    choices = [["yes", "no"], ["A", "B", "C"], ["one two three", "x"], ["maybe", "no"], ["yes", "a longer answer"]]
+    output_rows = []
+    hook = model.model.get_output_embeddings().register_forward_hook(
+        lambda module, inputs, output: output_rows.append(output.shape[:-1].numel()))
+    try:
+        scores = engine.choice_logprobs(prompts, choices, batch_tokens=60)
+    finally:
+        hook.remove()
+    for prompt, options, got in zip(prompts, choices, scores, strict=True):
+        assert got == pytest.approx([whole_row_logprob(model, prompt, choice) for choice in options], abs=tolerance)
+    assert len({round(score, 3) for options in scores for score in options}) > 5  # the scores differ
+    assert len(output_rows) > 3  # several batches
+    if not engine.prompt_cache:
+        assert sum(output_rows) == sum(len(data.completion_ids(model.tokenizer, choice, model.end_of_turn))
+                                       for options in choices for choice in options)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fasttune
-from conftest import whole_row_logprob
+from conftest import check_choice_scores
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("unsloth") is None,
                                 reason="needs a CUDA GPU and fasttune[gpu]")
@@ -57,8 +57,5 @@ def test_choice_scores_under_unsloth_are_whole_rows_and_equal_scoring_each_row_a
     assert model.backend == "unsloth"
     engine = engine_for(model)
     assert not engine.prompt_cache
-    prompts = [list(range(40, 40 + n)) for n in (9, 3, 17, 5)]
-    choices = [["yes", "no"], ["A", "B", "C"], ["one two three", "x"], ["maybe"]]
-    scores = engine.choice_logprobs(prompts, choices, batch_size=2)
-    for prompt, options, got in zip(prompts, choices, scores, strict=True):
-        assert got == pytest.approx([whole_row_logprob(model, prompt, choice) for choice in options], abs=0.1)
+    check_choice_scores(model, engine, 0.1)
+

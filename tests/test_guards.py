@@ -187,12 +187,12 @@ def test_out_of_memory_in_training_names_batch_size_sequence_length_and_the_fix(
         fasttune.train(model, fasttune.tasks.get("larger_number"), output_dir=str(tmp_path), **SETTINGS)
 
 
-@pytest.mark.parametrize("engine", ["loglik", "generate"])
-def test_out_of_memory_in_evaluation_names_batch_size_sequence_length_and_the_fix(tiny_model_dir, engine):
+@pytest.mark.parametrize("engine,setting", [("loglik", "batch_tokens"), ("generate", "batch_size")])
+def test_out_of_memory_in_evaluation_names_batch_size_sequence_length_and_the_fix(tiny_model_dir, engine, setting):
     model = fasttune.load(tiny_model_dir, dtype=torch.float32)
     model.model.model.embed_tokens.register_forward_pre_hook(raise_out_of_memory)
     with pytest.raises(fasttune.FasttuneError, match=r"Out of memory during evaluation \(batch_size=3, "
-                                                     r"sequence_length=\d+\)\. Lower EvalConfig.batch_size"):
+                                                     rf"sequence_length=\d+\)\. Lower EvalConfig.{setting}"):
         fasttune.evaluate(model, fasttune.tasks.get("larger_number"),
                           config=fasttune.EvalConfig(limit=3, batch_size=3, engine=engine))
 

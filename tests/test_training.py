@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fasttune
-from conftest import whole_row_logprob
+from conftest import check_choice_scores
 from fasttune import data
 
 
@@ -77,17 +77,23 @@ def test_loglik_engine_picks_the_choice_with_the_higher_summed_log_probability(t
     assert report.records[0]["output"] == task.choices(example)[scores.index(max(scores))]
 
 
-def test_batched_continuation_scores_equal_scoring_each_row_alone():
-    from fasttune.engines.transformers_model import continuation_logprobs
+def test_token_batches_keep_rows_times_the_longest_within_the_budget():
+    from fasttune.engines.transformers_model import token_batches
 
-    torch.manual_seed(0)
-    logits = torch.randn(3, 7, 11)
-    batch = [(0, 0, [1, 2, 3], [4, 5]), (0, 1, [1, 2, 3, 6, 7], [8]), (1, 0, [9], [1, 2, 3])]  # right-padded rows
-    expected = []
-    for row, (_, _, prompt, continuation) in enumerate(batch):
-        log_probs = torch.log_softmax(logits[row, len(prompt) - 1:len(prompt) + len(continuation) - 1], dim=-1)
-        expected.append(log_probs[torch.arange(len(continuation)), torch.tensor(continuation)].sum().item())
-    assert continuation_logprobs(logits, batch) == pytest.approx(expected, rel=1e-6)
+    lengths = [50, 40, 30, 30, 20, 10, 10, 10, 10]
+    assert list(token_batches(lengths, lambda n: n, 100)) == [[50, 40], [30, 30, 20], [10] * 4]
+    assert list(token_batches([300, 20], lambda n: n, 100)) == [[300], [20]]  # a longer row runs alone
+    assert list(token_batches([30, 20, 10], lambda n: n, 120, rows=lambda n: 2)) == [[30, 20], [10]]
+
+
+def test_whole_rows_score_exactly_without_a_mask_and_only_continuation_positions_reach_the_output_layer(
+        tiny_model_dir):
+    """The scorer used under Unsloth, on the transformers backend: right-padded rows with no attention mask, batched
+    by tokens, equal each row run alone."""
+    from fasttune.engines import TransformersEngine
+
+    model = fasttune.load(tiny_model_dir, dtype=torch.float32)
+    check_choice_scores(model, TransformersEngine(model.model, model.tokenizer, model.name, prompt_cache=False), 1e-4)
 
 
 def test_scoring_each_prompt_once_over_its_cache_equals_scoring_every_prompt_and_choice_whole(tiny_model_dir):
@@ -97,12 +103,7 @@ def test_scoring_each_prompt_once_over_its_cache_equals_scoring_every_prompt_and
     model = fasttune.load(tiny_model_dir, dtype=torch.float32)
     engine = engine_for(model)
     assert engine.prompt_cache  # the transformers backend
-    prompts = [list(range(40, 40 + n)) for n in (9, 3, 17, 5, 12)]  # batches of 2 are left-padded
-    choices = [["yes", "no"], ["A", "B", "C"], ["one two three", "x"], ["maybe"], ["yes", "no", "a longer answer"]]
-    scores = engine.choice_logprobs(prompts, choices, batch_size=2)
-    for prompt, options, got in zip(prompts, choices, scores, strict=True):
-        assert got == pytest.approx([whole_row_logprob(model, prompt, choice) for choice in options], abs=1e-4)
-    assert len({round(score, 3) for options in scores for score in options}) > 5  # the scores differ
+    check_choice_scores(model, engine, 1e-4)
 
 
 def test_report_counts_distributions_and_writes_every_prediction(tiny_run, tmp_path):

@@ -109,9 +109,9 @@ class GgufEngine:
         text = self.llama.detokenize(tokens).decode("utf-8", errors="replace").strip()
         return Completion(text, not ended and len(tokens) == max_new_tokens, tokens)
 
-    def choice_logprobs(self, prompts: list[list[int]], choices: list[list[str]], *, batch_size: int = 16,
+    def choice_logprobs(self, prompts: list[list[int]], choices: list[list[str]], *, batch_tokens: int = 16384,
                         description: str = "scoring") -> list[list[float]]:
-        """Each prompt is evaluated once; its KV cache is reused for every choice (`batch_size` is not used)."""
+        """Each prompt is evaluated once; its KV cache is reused for every choice (`batch_tokens` is not used)."""
         scores = []
         with progress_bar(f"{description} (llama.cpp)", len(prompts)) as advance:
             for prompt, options in zip(prompts, choices, strict=True):

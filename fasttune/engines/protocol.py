@@ -30,7 +30,7 @@ class Engine(Protocol):
         `where` names the example in errors."""
         ...
 
-    def choice_logprobs(self, prompts: list[list[int]], choices: list[list[str]], *, batch_size: int = 16,
+    def choice_logprobs(self, prompts: list[list[int]], choices: list[list[str]], *, batch_tokens: int = 16384,
                         description: str = "scoring") -> list[list[float]]:
         """For each prompt, the summed log-probability of each of its choices followed by the end-of-turn token."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -47,23 +48,24 @@ class TransformersEngine:
     def prompt_ids(self, messages: Messages, where: str = "a prompt") -> list[int]:
         return data.prompt_ids(self.tokenizer, messages, where)
 
-    def choice_logprobs(self, prompts: list[list[int]], choices: list[list[str]], *, batch_size: int = 16,
+    def choice_logprobs(self, prompts: list[list[int]], choices: list[list[str]], *, batch_tokens: int = 16384,
                         description: str = "scoring") -> list[list[float]]:
         """Each prompt runs once; its choices (each + end of turn) then run as continuations over the prompt's KV
-        cache, all choices of a batch in one pass. Prompts are batched longest first, `batch_size` a batch and
-        left-padded (so every prompt's last token, which predicts each choice's first, is in the last column);
-        continuations are right-padded. The work saved grows with the number of choices and the prompt's share
-        of the tokens. With `prompt_cache` False every prompt + choice runs as a whole row instead."""
-        if not self.prompt_cache:
-            return self._whole_row_logprobs(prompts, choices, batch_size, description)
+        cache, all choices of a batch in one pass. Prompts are batched longest first, left-padded (so every prompt's
+        last token, which predicts each choice's first, is in the last column), as many a batch as keep its
+        continuation rows x prompt width within `batch_tokens`; continuations are right-padded. The work saved grows
+        with the number of choices and the prompt's share of the tokens. With `prompt_cache` False every prompt +
+        choice runs as a whole row instead."""
         end = backend.end_of_turn_token(self.tokenizer)
         continuations = [[data.completion_ids(self.tokenizer, choice, end) for choice in options]
                          for options in choices]
+        if not self.prompt_cache:
+            return self._whole_row_logprobs(prompts, continuations, batch_tokens, description)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         scores: list[list[float]] = [[] for _ in prompts]
         with torch.inference_mode(), progress_bar(description, len(order)) as advance:
-            for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
+            for batch in token_batches(order, lambda i: len(prompts[i]) + max(map(len, continuations[i])),
+                                       batch_tokens, rows=lambda i: len(continuations[i])):
                 rows = [(row, continuation) for row, i in enumerate(batch) for continuation in continuations[i]]
                 with _out_of_memory_advice(len(batch), max(len(prompts[i]) for i in batch)
                                            + max(len(c) for _, c in rows)):
@@ -73,32 +75,56 @@ class TransformersEngine:
                 advance(len(batch))
         return scores
 
-    def _whole_row_logprobs(self, prompts: list[list[int]], choices: list[list[str]], batch_size: int,
+    def _whole_row_logprobs(self, prompts: list[list[int]], continuations: list[list[list[int]]], batch_tokens: int,
                             description: str) -> list[list[float]]:
-        """Each prompt + choice + end of turn is one row; rows are batched longest first, right-padded."""
-        end = backend.end_of_turn_token(self.tokenizer)
-        sequences = [(index, choice_index, prompt, data.completion_ids(self.tokenizer, choice, end))
-                     for index, (prompt, options) in enumerate(zip(prompts, choices, strict=True))
-                     for choice_index, choice in enumerate(options)]
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][2]) - len(sequences[i][3]))
-        scores = [[float("-inf")] * len(options) for options in choices]
-        pad_id = self.tokenizer.pad_token_id
-        with torch.inference_mode(), progress_bar(description, len(order)) as advance:
-            for start in range(0, len(order), batch_size):
-                batch = [sequences[i] for i in order[start:start + batch_size]]
-                width = max(len(p) + len(c) for _, _, p, c in batch)
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, (_, _, prompt, continuation) in enumerate(batch):
-                    ids[row, : len(prompt) + len(continuation)] = torch.tensor(prompt + continuation)
-                    mask[row, : len(prompt) + len(continuation)] = 1
-                with _out_of_memory_advice(len(batch), width):
-                    logits = self.network(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                for (index, choice_index, _, _), score in zip(batch, continuation_logprobs(logits, batch),
-                                                              strict=True):
+        """Each prompt + continuation is one row; rows are batched longest first within `batch_tokens`."""
+        rows = [(index, choice_index, prompt, continuation)
+                for index, (prompt, options) in enumerate(zip(prompts, continuations, strict=True))
+                for choice_index, continuation in enumerate(options)]
+        rows.sort(key=lambda row: -len(row[2]) - len(row[3]))
+        scores = [[float("-inf")] * len(options) for options in continuations]
+        with torch.inference_mode(), progress_bar(description, len(rows)) as advance:
+            for batch in token_batches(rows, lambda row: len(row[2]) + len(row[3]), batch_tokens):
+                for (index, choice_index, _, _), score in zip(batch, self._right_padded_logprobs(batch), strict=True):
                     scores[index][choice_index] = score
                 advance(len(batch))
         return scores
+
+    def _right_padded_logprobs(self, batch: list[tuple]) -> list[float]:
+        """Summed log-probability of each (index, choice index, prompt, continuation) row's continuation.
+
+        The rows are right-padded and run without an attention mask: under causal attention no real token sees the
+        padding after it, so the scores are exact and the model keeps its unmasked attention kernel (Unsloth drops
+        the mask in training mode and builds a dense one in inference mode). Only the positions that predict a
+        continuation token reach the output layer, so no full-vocabulary logits exist for the rest of the rows."""
+        device, width = self.device, max(len(prompt) + len(continuation) for _, _, prompt, continuation in batch)
+        ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        rows, positions, targets = [], [], []
+        for row, (_, _, prompt, continuation) in enumerate(batch):
+            ids[row, : len(prompt) + len(continuation)] = torch.tensor(prompt + continuation)
+            rows += [row] * len(continuation)
+            positions += range(len(prompt) - 1, len(prompt) + len(continuation) - 1)
+            targets += continuation
+        keep = width - min(len(prompt) for _, _, prompt, _ in batch) + 1
+        rows, kept_positions, targets = (torch.tensor(values, device=device)
+                                         for values in (rows, [p - (width - keep) for p in positions], targets))
+        gathered = []
+
+        def continuation_positions_only(module, inputs):
+            if inputs and inputs[0].shape[:2] == (len(batch), keep):  # the hidden states of the kept positions
+                gathered.append(True)
+                return (inputs[0][rows, kept_positions][None], *inputs[1:])
+            return None
+
+        hook = self.network.get_output_embeddings().register_forward_pre_hook(continuation_positions_only)
+        try:
+            with _out_of_memory_advice(len(batch), width):
+                logits = self.network(input_ids=ids.to(device), use_cache=False, logits_to_keep=keep).logits
+        finally:
+            hook.remove()
+        logits = logits[0] if gathered else logits[rows, kept_positions]
+        log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
+        return torch.zeros(len(batch), device=device).index_add_(0, rows, log_probs).tolist()
 
     def _prompt_cached_logprobs(self, prompts: list[list[int]], rows: list[tuple[int, list[int]]]) -> list[float]:
         """Summed log-probability of each (prompt index, continuation) row, the prompts run once."""
@@ -158,7 +184,7 @@ class TransformersEngine:
                 for row, i in enumerate(batch):
                     ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
                     mask[row, width - len(prompts[i]):] = 1
-                with _out_of_memory_advice(len(batch) * num_samples, width + max_new_tokens):
+                with _out_of_memory_advice(len(batch) * num_samples, width + max_new_tokens, "batch_size"):
                     generated = self.network.generate(
                         input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                         max_new_tokens=max_new_tokens, num_return_sequences=num_samples, eos_token_id=end_id,
@@ -177,16 +203,19 @@ class TransformersEngine:
                              temperature=temperature, seed=seed, description=description)
 
 
-def continuation_logprobs(logits: torch.Tensor, batch: list[tuple]) -> list[float]:
-    """Summed log-probability of each row's continuation, gathered for the whole batch at once (one device sync)."""
-    rows, positions, targets = [], [], []
-    for row, (_, _, prompt, continuation) in enumerate(batch):
-        rows += [row] * len(continuation)
-        positions += range(len(prompt) - 1, len(prompt) + len(continuation) - 1)
-        targets += continuation
-    rows, positions, targets = (torch.tensor(values, device=logits.device) for values in (rows, positions, targets))
-    log_probs = torch.log_softmax(logits[rows, positions].float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
-    return torch.zeros(len(batch), device=logits.device).index_add_(0, rows, log_probs).tolist()
+def token_batches(items: list, length: Callable[[Any], int], budget: int,
+                  rows: Callable[[Any], int] = lambda item: 1) -> Iterator[list]:
+    """Consecutive runs of `items` (longest first) whose rows x the first item's length stay within `budget`
+    tokens; an item longer than that runs alone."""
+    batch, batch_rows = [], 0
+    for item in items:
+        if batch and (batch_rows + rows(item)) * length(batch[0]) > budget:
+            yield batch
+            batch, batch_rows = [], 0
+        batch.append(item)
+        batch_rows += rows(item)
+    if batch:
+        yield batch
 
 
 def _completion(tokenizer, new_tokens: list[int], end_id: int, max_new_tokens: int) -> Completion:
@@ -196,6 +225,6 @@ def _completion(tokenizer, new_tokens: list[int], end_id: int, max_new_tokens: i
                       new_tokens[: new_tokens.index(end_id)] if ended else new_tokens)
 
 
-def _out_of_memory_advice(batch_size: int, sequence_length: int):
+def _out_of_memory_advice(batch_size: int, sequence_length: int, setting: str = "batch_tokens"):
     return guards.out_of_memory_advice("evaluation", batch_size, sequence_length,
-                                       "Lower EvalConfig.batch_size, or limit the prompt length")
+                                       f"Lower EvalConfig.{setting}, or limit the prompt length")
