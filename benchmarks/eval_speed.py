@@ -11,6 +11,7 @@ A warm-up pass of each engine on a few rows runs first, so CUDA start-up is not 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +33,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", default=None, help="local model folder (default: embedded SmolLM2-135M)")
     parser.add_argument("--gguf", default=None, help="a SmolLM2 GGUF file to convert and use instead of --model")
     parser.add_argument("--limit", type=int, default=None, help="test examples a task (default: all)")
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences a forward pass for log-likelihood")
+    parser.add_argument("--batch-tokens", type=int, default=fasttune.EvalConfig.batch_tokens,
+                        help="tokens a forward pass for log-likelihood, padding included")
     parser.add_argument("--out", default=None)
     return parser.parse_args(argv)
 
@@ -47,11 +49,10 @@ def main(argv=None) -> dict:
         task = fasttune.tasks.get(name)
         if args.data_root:
             task.data_dir = Path(args.data_root) / (task.data_folder or task.name)
-        engines = {"loglik": fasttune.EvalConfig(limit=args.limit, engine="loglik", batch_size=args.batch_size),
+        engines = {"loglik": fasttune.EvalConfig(limit=args.limit, engine="loglik", batch_tokens=args.batch_tokens),
                    "generate, one at a time": fasttune.EvalConfig(limit=args.limit, engine="generate", batch_size=1)}
         for config in engines.values():
-            fasttune.evaluate(model, task, config=fasttune.EvalConfig(limit=WARMUP_ROWS, engine=config.engine,
-                                                                      batch_size=config.batch_size))
+            fasttune.evaluate(model, task, config=dataclasses.replace(config, limit=WARMUP_ROWS))
         reports = {engine: fasttune.evaluate(model, task, config=config) for engine, config in engines.items()}
         for engine, report in reports.items():
             report.save(out, f"{name}-{engine.split(',')[0]}")
