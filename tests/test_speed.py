@@ -153,7 +153,7 @@ def test_the_evaluation_speed_benchmark_times_both_engines_on_the_same_rows(tiny
 
     eval_speed = _script("eval_speed")
     eval_speed.main(["--model", str(tiny_model_dir), "--tasks", "rte", "--data-root", str(data_root),
-                     "--limit", "6", "--batch-size", "4", "--out", str(tmp_path)])
+                     "--limit", "6", "--batch-tokens", "600", "--out", str(tmp_path)])
 
     (row,) = json.loads((tmp_path / "eval_speed.json").read_text())["rows"]
     loglik, one_at_a_time = row["engines"]["loglik"], row["engines"]["generate-one-at-a-time"]
