@@ -1,4 +1,4 @@
-"""`fasttune <command>` (or `python -m fasttune`): train, eval, export, merge, suite, bench and serve.
+"""`fasttune <command>` (or `python -m fasttune`): train, eval, export, merge, suite, bench, serve, app and more.
 
     fasttune train --config run.yaml --lora.r 32
     fasttune eval --model.name_or_path runs/x/adapter --task.name larger_number --limit 50
@@ -29,7 +29,7 @@ from typing import Any, Literal, Union
 import yaml
 
 import fasttune
-from fasttune import bench, distributed, exporting, merging, serve, suite
+from fasttune import bench, distributed, exporting, gguf, merging, serve, suite
 from fasttune.app.config import AppConfig
 from fasttune.app.launch import run_app
 from fasttune.backend import LoadConfig
@@ -102,6 +102,14 @@ class ExportPaths:
     """The export folder (it must not exist unless overwrite)."""
 
 
+@dataclass
+class ConverterSource:
+    """Where `fasttune fetch-converter` takes llama.cpp's GGUF converter from."""
+
+    sdist: str | None = None
+    """A downloaded llama_cpp_python-*.tar.gz (default: pip downloads the installed version's source package)."""
+
+
 def train_command(config: TrainConfig, run_choice: RunChoice, devices: Devices, model: LoadConfig, task: Task,
                   eval: EvalConfig | None, export: ExportConfig | None) -> dict:  # noqa: A002 - the section names
     """Train a LoRA adapter on a task; then evaluate it and export it where the eval and export sections are set."""
@@ -136,6 +144,13 @@ def eval_command(config: EvalConfig, output: ReportFolder, devices: Devices, mod
 def export_command(paths: ExportPaths, config: ExportConfig):
     """Export an adapter or model folder: the adapter, merged 16-bit weights and GGUF files, each checked."""
     return exporting.export(paths.source, paths.out_dir, **asdict(config))
+
+
+def fetch_converter_command(source: ConverterSource) -> Path:
+    """Fetch llama.cpp's GGUF converter into fasttune's cache once after installing; export then runs offline."""
+    folder = gguf.fetch_converter(source.sdist)
+    console.print(f"llama.cpp converter in {folder}")
+    return folder
 
 
 def merge_command(config: MergeConfig) -> Path:
@@ -192,6 +207,7 @@ COMMANDS: dict[str, Command] = {
     "eval": Command(eval_command, {"config": EvalConfig, "output": ReportFolder, "devices": Devices},
                     {"model": LoadConfig, "task": TaskChoice}),
     "export": Command(export_command, {"paths": ExportPaths, "config": ExportConfig}),
+    "fetch-converter": Command(fetch_converter_command, {"source": ConverterSource}),
     "merge": Command(merge_command, {"config": MergeConfig}),
     "suite": Command(suite_command, {"config": SuiteConfig}, {"model": LoadConfig}),
     "bench": Command(bench_command, {"config": BenchConfig}),

@@ -2,8 +2,8 @@
 
     result = fasttune.export(run, "exports/rte", formats=("adapter", "merged_16bit", "gguf"),
                              gguf_quants=("q8_0", "q4_k_m"))
-    python -m fasttune.exporting runs/rte/adapter exports/rte --gguf-quants q8_0 q4_k_m
-    python -m fasttune.exporting --fetch-converter      # once, after installation: llama.cpp's GGUF converter
+    fasttune export --source runs/rte/adapter --out_dir exports/rte --gguf_quants q8_0 q4_k_m
+    fasttune fetch-converter      # once, after installation: llama.cpp's GGUF converter
 
 Everything is written into a hidden sibling folder, loaded back and run on a few prompts, and only then renamed to
 `out_dir`: a half-written export never looks complete. Weights are read and written as safetensors only.
@@ -11,7 +11,6 @@ Everything is written into a hidden sibling folder, loaded back and run on a few
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -430,30 +429,3 @@ def _steps(total: int) -> Iterator[Callable]:
             progress.advance(bar)
 
         yield step
-
-
-def main(argv: list[str] | None = None) -> ExportResult | None:
-    parser = argparse.ArgumentParser(prog="python -m fasttune.exporting", description=__doc__.splitlines()[0])
-    parser.add_argument("source", nargs="?", help="adapter folder (e.g. runs/rte/adapter) or model folder")
-    parser.add_argument("out_dir", nargs="?", help="export folder (must not exist unless --overwrite)")
-    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
-    parser.add_argument("--gguf-quants", nargs="+", default=["q8_0", "q4_k_m"], help="f16 bf16 q8_0 q4_k_m ...")
-    parser.add_argument("--merged-dtype", choices=["bfloat16", "float16"], default="bfloat16")
-    parser.add_argument("--llama-cpp-dir", help="a llama.cpp checkout holding convert_hf_to_gguf.py")
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--fetch-converter", action="store_true",
-                        help="put llama.cpp's converter into fasttune's cache (once, needs the package registry)")
-    parser.add_argument("--sdist", help="with --fetch-converter: a downloaded llama_cpp_python-*.tar.gz to use")
-    args = parser.parse_args(argv)
-    if args.fetch_converter:
-        console.print(f"llama.cpp converter in {gguf.fetch_converter(args.sdist)}")
-        if not args.source:
-            return None
-    if not args.source or not args.out_dir:
-        parser.error("source and out_dir are required (or --fetch-converter alone)")
-    return export(args.source, args.out_dir, formats=args.formats, gguf_quants=args.gguf_quants,
-                  merged_dtype=args.merged_dtype, llama_cpp_dir=args.llama_cpp_dir, overwrite=args.overwrite)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """GGUF files for llama.cpp and Ollama: llama.cpp's own converter, its quantizer, and an Ollama Modelfile.
 
 The converter (`convert_hf_to_gguf.py` with its `conversion/` and `gguf-py/` folders) is not in the
-llama-cpp-python wheel. `fetch_converter()` (CLI: `python -m fasttune.exporting --fetch-converter`) takes it once from
+llama-cpp-python wheel. `fetch_converter()` (CLI: `fasttune fetch-converter`) takes it once from
 the llama-cpp-python source package of the installed version, through pip, into fasttune's cache; after that
 export runs offline. A llama.cpp checkout can be used instead (`llama_cpp_dir=`).
 """
@@ -22,7 +22,7 @@ from fasttune.errors import FasttuneError
 
 CONVERTER_TYPES = ("f16", "bf16", "q8_0")  # written by the converter itself; the rest go through the quantizer
 CONVERTER_MEMBERS = ("convert_hf_to_gguf.py", "conversion", "gguf-py")
-FETCH_COMMAND = "python -m fasttune.exporting --fetch-converter"
+FETCH_COMMAND = "fasttune fetch-converter"
 
 
 def quant_types() -> list[str]:

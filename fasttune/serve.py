@@ -1,6 +1,6 @@
 """An OpenAI-compatible chat-completions server for a model fasttune loads, on 127.0.0.1 by default.
 
-    python -m fasttune.serve [MODEL] [--port 8000] [--host 127.0.0.1]
+    fasttune serve [--model MODEL] [--port 8000] [--host 127.0.0.1]
 
 A .gguf file is served by llama-cpp-python's own server (llama_cpp.server: the well-kept OpenAI-compatible one);
 a transformers model (the embedded default, a base, adapter or merged folder) by a small FastAPI app with
@@ -9,7 +9,6 @@ a transformers model (the embedded default, a base, adapter or merged folder) by
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import uuid
@@ -18,7 +17,6 @@ from pathlib import Path
 
 from fasttune import ports
 from fasttune.app import models
-from fasttune.errors import FasttuneError
 
 
 @dataclass
@@ -96,20 +94,3 @@ def serve(spec: str | Path | None = None, *, host: str = "127.0.0.1", port: int 
     ports.check_port_free(host, port)
     app = gguf_app(spec) if models.is_gguf(spec) else transformers_app(models.load(spec))
     uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fasttune.serve", description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", help="a model folder, adapter folder, merged export or .gguf file "
-                                                 "(default: the embedded model)")
-    parser.add_argument("--host", default="127.0.0.1", help="the address to bind (default: 127.0.0.1, local only)")
-    parser.add_argument("--port", type=int, default=8000, help="the port to listen on (default: 8000)")
-    args = parser.parse_args(argv)
-    try:
-        serve(args.model, host=args.host, port=args.port)
-    except FasttuneError as error:
-        raise SystemExit(str(error)) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -3,6 +3,7 @@ the flags, errors that name the key, each subcommand end to end on the tiny rand
 trip."""
 
 import json
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -237,7 +238,7 @@ def test_serve_command_help_and_python_dash_m_fasttune_work(capsys, monkeypatch)
     monkeypatch.setattr(sys, "argv", ["fasttune", "--help"])
     runpy.run_module("fasttune", run_name="__main__")
     out = capsys.readouterr().out
-    assert all(f"    {name} " in out for name in cli.COMMANDS)
+    assert all(re.search(rf"^    {re.escape(name)}(\s|$)", out, re.MULTILINE) for name in cli.COMMANDS)
 
 
 @pytest.mark.parametrize("function, config", [
@@ -384,3 +385,13 @@ def test_eval_with_two_devices_runs_two_torchrun_processes_and_saves_the_one_pro
     assert two["n"] == 5 and two["metrics"] == alone.metrics
     assert (tmp_path / "two" / "larger_number.predictions.jsonl").read_text() == \
         (tmp_path / "one" / "larger_number.predictions.jsonl").read_text()
+
+
+def test_fetch_converter_passes_a_downloaded_source_package_to_the_fetch_and_names_the_folder(capfd, monkeypatch,
+                                                                                             tmp_path):
+    asked = []
+    monkeypatch.setattr(cli.gguf, "fetch_converter", lambda sdist: asked.append(sdist) or tmp_path / "converter")
+    assert cli.run(["fetch-converter", "--sdist", "llama_cpp_python-0.3.36.tar.gz"]) == tmp_path / "converter"
+    assert cli.run(["fetch-converter"]) == tmp_path / "converter"
+    assert asked == ["llama_cpp_python-0.3.36.tar.gz", None]
+    assert f"llama.cpp converter in {tmp_path / 'converter'}" in "".join(capfd.readouterr().err.split("\n"))

@@ -1,4 +1,4 @@
-"""fasttune.serve: an OpenAI-compatible endpoint for the tiny model, plain and streamed, and a port in use refused."""
+"""fasttune serve: an OpenAI-compatible endpoint for the tiny model, plain and streamed, and a port in use refused."""
 
 import json
 import os
@@ -21,7 +21,7 @@ def _free_port() -> int:
 
 
 def _start(model, port: int):
-    server = subprocess.Popen([sys.executable, "-m", "fasttune.serve", str(model), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "fasttune", "serve", "--model", str(model), "--port", str(port)],
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -104,7 +104,7 @@ def test_serve_refuses_a_port_in_use_naming_the_port_and_the_fix():
         port = taken.getsockname()[1]
         with pytest.raises(FasttuneError, match=rf"port {port} .*in use.*--port {port + 1}"):
             check_port_free("127.0.0.1", port)
-        started = subprocess.run([sys.executable, "-m", "fasttune.serve", "--port", str(port)],
+        started = subprocess.run([sys.executable, "-m", "fasttune", "serve", "--port", str(port)],
                                  capture_output=True, text=True, timeout=120)
     assert started.returncode != 0 and f"port {port}" in started.stderr and "Traceback" not in started.stderr
 
