@@ -108,7 +108,8 @@ class TrainConfig:
         """Every problem with these settings (subclasses add their own)."""
         problems = not_positive(self, ("learning_rate", "batch_size", "gradient_accumulation", "logging_steps",
                                        "limit", "save_steps", "eval_every", "validation_size", "eval_limit",
-                                       "eval_batch_tokens", "early_stopping")) + not_positive(self.lora, ("r",), prefix="lora.")
+                                       "eval_batch_tokens", "early_stopping"))
+        problems += not_positive(self.lora, ("r",), prefix="lora.")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append(f"set epochs > 0 or max_steps > 0 (epochs={self.epochs}, max_steps={self.max_steps})")
         if not 0 <= self.warmup_ratio < 1:

@@ -72,11 +72,7 @@ def score_examples(engine: Engine, task: Task, examples: list[dict], config: Eva
                             "(engine='loglik'). Use engine='generate'.")
     started, truncated = time.perf_counter(), None
     share = distributed.split(examples)
-    if prompts is None:
-        prompts = [engine.prompt_ids(task.format(example).prompt, data.where_example(task, example))
-                   for example in share]
-    else:
-        prompts = distributed.split(prompts)
+    prompts = render_prompts(engine, task, share) if prompts is None else distributed.split(prompts)
     if use_loglik:
         outputs = distributed.gather(_pick_choices(engine, task, share, prompts, config.batch_tokens))
     else:
@@ -87,6 +83,11 @@ def score_examples(engine: Engine, task: Task, examples: list[dict], config: Eva
         truncated = [completion.truncated for completion in completions]
     return score_outputs(task, examples, outputs, model_name=engine.name, engine="loglik" if use_loglik else "generate",
                          seconds=time.perf_counter() - started, config=config, truncated=truncated)
+
+
+def render_prompts(engine: Engine, task: Task, examples: list[dict]) -> list[list[int]]:
+    """Each example's prompt ids, rendered by the engine's chat template."""
+    return [engine.prompt_ids(task.format(example).prompt, data.where_example(task, example)) for example in examples]
 
 
 def _pick_choices(engine: Engine, task: Task, examples: list[dict], prompts: list[list[int]],

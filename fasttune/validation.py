@@ -18,11 +18,11 @@ import transformers
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from fasttune import backend, data, splits
+from fasttune import backend, splits
 from fasttune.backend import Model
 from fasttune.configs import TrainConfig
 from fasttune.engines import TransformersEngine
-from fasttune.evaluation import EvalConfig, score_examples
+from fasttune.evaluation import EvalConfig, render_prompts, score_examples
 from fasttune.logs import RunLog
 from fasttune.report import Report
 from fasttune.task import Task
@@ -83,8 +83,7 @@ class Validation(transformers.TrainerCallback):
         try:
             engine = TransformersEngine.for_model(self.model)
             if self.prompts is None:
-                self.prompts = [engine.prompt_ids(self.task.format(example).prompt,
-                                                  data.where_example(self.task, example)) for example in self.examples]
+                self.prompts = render_prompts(engine, self.task, self.examples)
             return score_examples(engine, self.task, self.examples,
                                   EvalConfig(split=self.split, batch_size=self.config.batch_size,
                                              batch_tokens=self.config.eval_batch_tokens), self.prompts)
